@@ -1,0 +1,57 @@
+# meSimp Lab. Two commands on a fresh clone:
+#   make lab    set up .venv (once) and open JupyterLab on the first notebook
+#   make test   set up .venv (once) and run every test, notebooks included
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+# the stamp changes when the dependency pins change, so a second `make` installs nothing
+STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
+PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
+export OMP_NUM_THREADS ?= 1
+export PLOTLY_RENDERER ?= plotly_mimetype
+NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
+LAB_ARGS ?=
+ifeq ($(shell id -u),0)
+  LAB_ARGS += --allow-root
+endif
+
+.PHONY: setup lab test test-unit test-notebooks bench results clean help
+help:
+	@echo "make lab | make test | make bench | make results | make clean"
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@echo "installing torch==2.13.0 first (CPU wheel), then mesimp_lib with its notebook and test extras"
+	$(PIP) install torch==2.13.0
+	$(PIP) install -e ".[notebook,test]"
+	@rm -f $(VENV)/.installed-*
+	@touch $@
+
+lab: setup
+	@echo "JupyterLab on 127.0.0.1 with its normal token (open the URL it prints)"
+	$(BIN)/jupyter lab --ip=127.0.0.1 --ServerApp.open_browser=True $(LAB_ARGS) notebooks/00_start_here.ipynb
+
+test: setup test-unit test-notebooks
+
+test-unit: setup
+	$(BIN)/python -m pytest -q tests
+
+test-notebooks: setup
+	$(BIN)/nbstripout --verify --keep-output --keep-count $(NOTEBOOKS)
+	$(BIN)/python -m pytest -q --nbval --nbval-current-env \
+	    --nbval-sanitize-with notebooks/sanitize.cfg $(NOTEBOOKS)
+
+# the backward-speed benchmark; the conservative allocator setting of PERFORMANCE.md
+bench: setup
+	MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=100000000000 \
+	    $(BIN)/python -m mesimp_lib bench --json benchmarks/results.json --markdown benchmarks/RESULTS.md
+
+# re-run every stored experiment that is missing (finished runs are kept), then the tables
+results: setup
+	$(BIN)/python -m mesimp_lib experiment all --jobs 2
+	$(BIN)/python -m mesimp_lib summarize --readme README.md
+
+clean:
+	rm -rf $(VENV) build *.egg-info mesimp_lib.egg-info

@@ -1,0 +1,187 @@
+"""Command line: ``python -m mesimp_lib train ...`` and ``python -m mesimp_lib bench ...``.
+
+Every ``TrainConfig`` field is a flag (``--batch-size`` for ``batch_size``); bad arguments
+exit with status 2 and one line naming the argument.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import MISSING, fields
+
+from .training import METHODS, OPTIMIZERS, TrainConfig
+
+HELP = {
+    "task": "data set and model (mnist)",
+    "method": "dense, meprop (top-k backprop) or random (random-k backprop)",
+    "k": "gradient entries kept per example: an int, a fraction of the width in (0, 1], or none",
+    "mode": "meprop top-k selection: per_example (the paper) or unified (one set per batch)",
+    "rescale": "random-k only: multiply kept entries by width/k (not in the paper)",
+    "k_out": "meProp on the output layer too (default none = dense, as the papers)",
+    "hidden": "hidden width",
+    "layers": "number of hidden layers",
+    "dropout": "dropout rate after every hidden activation",
+    "optimizer": "adam or adagrad (unmodified, as the paper)",
+    "lr": "learning rate (default 1e-3 for adam, 1e-2 for adagrad)",
+    "epochs": "training epochs",
+    "batch_size": "mini-batch size (paper C#: 10, authors' PyTorch: 50)",
+    "evals_per_epoch": "dev/test evaluations per epoch",
+    "grad_clip": "element-wise gradient clip value (none = off)",
+    "seed": "random seed (init, shuffling, dropout, random-k)",
+    "threads": "torch threads (1 = reproducible digits)",
+    "train_limit": "use only the first N training images (quick runs)",
+    "weight_grad": "how meProp hands dW to the optimizer: buffer (fast), dense, sparse",
+    "rows_every": "measure weight rows really changed every N steps (0 = never)",
+    "device": "cpu or cuda",
+}
+CHOICES = {"method": METHODS, "optimizer": OPTIMIZERS, "mode": ("per_example", "unified", "random"),
+           "weight_grad": ("buffer", "dense", "sparse"), "task": ("mnist",)}
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports errors in one line (no usage block)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def _number_or_none(kind):
+    def parse(text: str):
+        if text.lower() in ("none", "null", ""):
+            return None
+        try:
+            return kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number or 'none'") from None
+
+    parse.__name__ = kind.__name__
+    return parse
+
+
+def _k_value(text: str):
+    """'none' -> None, '20' -> 20, '0.05' -> 0.05."""
+    if text.lower() in ("none", "null", "dense"):
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an int, a fraction or 'none'") from None
+
+
+def _add_config_flags(p: argparse.ArgumentParser) -> None:
+    for f in fields(TrainConfig):
+        flag = "--" + f.name.replace("_", "-")
+        default = f.default if f.default is not MISSING else None
+        kw = {"dest": f.name, "default": default, "help": HELP.get(f.name, "")}
+        ann = str(f.type)
+        if ann == "bool":
+            p.add_argument(flag, action="store_true", **kw)
+            continue
+        if f.name in ("k", "k_out"):
+            kw["type"] = _k_value
+        elif ann.startswith("int"):
+            kw["type"] = _number_or_none(int) if "None" in ann else int
+        elif ann.startswith("float"):
+            kw["type"] = _number_or_none(float) if "None" in ann else float
+        if f.name in CHOICES:
+            kw["choices"] = CHOICES[f.name]
+        kw["help"] += f" (default: {default})"
+        p.add_argument(flag, **kw)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="python -m mesimp_lib", description="meSimp Lab: meProp / meSimp experiments.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    t = sub.add_parser("train", help="train one model and print/write its result")
+    _add_config_flags(t)
+    t.add_argument("--json", metavar="PATH", help="write the full result as JSON (atomically)")
+    t.add_argument("--quiet", action="store_true", help="no progress bar")
+    b = sub.add_parser("bench", help="backward-speed benchmark (PERFORMANCE.md method)")
+    b.add_argument("--quick", action="store_true", help="a small grid (seconds, for tests)")
+    b.add_argument("--json", metavar="PATH", help="write the results as JSON")
+    b.add_argument("--markdown", metavar="PATH", help="write the table as Markdown (benchmarks/RESULTS.md)")
+    b.add_argument("--rounds-scale", type=float, default=1.0, help="multiply the number of timing rounds")
+    e = sub.add_parser("experiment", help="run a stored experiment suite resumably")
+    e.add_argument("suite", help="suite name, or 'all'")
+    e.add_argument("--jobs", type=int, default=1, help="runs in parallel (1 thread each)")
+    e.add_argument("--dry-run", action="store_true", help="list the missing runs only")
+    s = sub.add_parser("summarize", help="print the result tables from data/results")
+    s.add_argument("--readme", metavar="PATH", help="also rewrite the tables between the markers in PATH")
+    return parser
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.2f}%"
+
+
+def summary(result: dict) -> str:
+    c = result["config"]
+    t = result["timing"]
+    lines = [
+        f"{c['method']} on {c['task']}: {result['command'].replace(' --json OUT.json', '')}",
+        f"  best dev accuracy   {_pct(result['best_dev_acc'])} at epoch {result['best_epoch']:.2f}",
+        f"  test accuracy       {_pct(result['test_acc'])} (at the best dev point)",
+        f"  backprop ratio      {_pct(result['backprop_ratio'])} of each hidden layer's output gradient",
+        f"  hidden widths       {result['widths']}",
+        f"  time                forward {t['forward_s']:.1f} s, backward {t['backward_s']:.1f} s, "
+        f"optimizer {t['update_s']:.1f} s, eval {t['eval_s']:.1f} s, total {t['total_s']:.1f} s",
+    ]
+    rows = result["rows"]
+    if rows["with_grad"]:
+        wg = ", ".join(_pct(v) for v in rows["with_grad"])
+        ch = ", ".join(_pct(v) for v in rows["changed"])
+        lines.append(f"  weight rows/step    with a gradient {wg}; really changed by {c['optimizer']} {ch}")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "train":
+        return _train(args)
+    if args.command == "bench":
+        from .bench import run_cli
+
+        return run_cli(args)
+    from . import experiments
+
+    if args.command == "experiment":
+        suites = list(experiments.SUITES) if args.suite == "all" else [args.suite]
+        try:
+            for suite in suites:
+                experiments.run_suite(suite, jobs=args.jobs, dry_run=args.dry_run)
+        except ValueError as e:
+            print(f"python -m mesimp_lib experiment: error: {e}", file=sys.stderr)
+            return 2
+        return 0
+    for suite in experiments.SUITES:
+        print(f"## {suite}\n\n{experiments.summarize_suite(suite)}")
+    if args.readme:
+        experiments.update_readme(args.readme)
+    return 0
+
+
+def _train(args) -> int:
+    from .results import write_json_atomic
+    from .training import train
+
+    cfg = {f.name: getattr(args, f.name) for f in fields(TrainConfig)}
+    try:
+        config = TrainConfig(**cfg)
+    except ValueError as e:
+        print(f"python -m mesimp_lib train: error: {e}", file=sys.stderr)
+        return 2
+    try:
+        result = train(config, progress=not args.quiet)
+    except (FileNotFoundError, ValueError) as e:
+        print(f"python -m mesimp_lib train: error: {e}", file=sys.stderr)
+        return 1
+    print(summary(result))
+    if args.json:
+        path = write_json_atomic(args.json, result)
+        print(f"  wrote {path}")
+    return 0

@@ -1,0 +1,540 @@
+"""meProp: top-k sparsified back propagation for a linear layer.
+
+METHODS.md section 1. Forward is the ordinary ``y = x W^T + b``. In backward, given
+``g = dL/dy`` (B, out), only k entries of ``g`` are kept (by magnitude, or at random) and
+
+    dL/dx = g_k W          only the k selected rows of W take part
+    dL/dW = g_k^T x        only the k selected rows of dW are non-zero
+    dL/db = g              dense by default (``sparsify_bias=False``)
+
+Selection modes
+    per_example  top-k of every row of g separately (the paper, the authors' C#)
+    unified      one top-k set for the whole batch, ranked by sum_b |g[b, j]|
+                 (the authors' PyTorch ``linearUnified``); backward becomes two small
+                 dense products, which is where wall-clock speed comes from
+    random       k distinct uniform indices per example, no rescaling unless
+                 ``rescale=True`` (then the kept entries are multiplied by out/k)
+
+Dense backward: ``k`` None, 0, or >= out (through the same code path).
+
+How the weight gradient reaches the optimizer (``weight_grad``)
+    "buffer"  (default) the layer keeps one persistent ``[out, in]`` gradient buffer,
+              re-zeroes only the rows it wrote the previous step and writes the new
+              rows; the buffer is assigned to ``weight.grad``. No dense zero-filled
+              gradient is built per step and any ``torch.optim`` optimizer (Adam, the
+              paper's set-up) works unchanged. Caveats: ``weight.grad`` is written as a
+              side effect of backward, so ``torch.autograd.grad(..., weight)`` and
+              tensor hooks on ``weight`` do not see it, and the same tensor is reused
+              next step (``clone()`` a gradient you want to keep).
+    "dense"   an ordinary dense gradient returned through autograd (slower; works with
+              every autograd feature, e.g. ``gradcheck``).
+    "sparse"  a ``torch.sparse_coo_tensor`` with k rows (SGD and SparseAdam accept it;
+              Adam does not).
+"""
+
+from __future__ import annotations
+
+import numbers
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.autograd.function import once_differentiable
+
+__all__ = [
+    "MODES",
+    "WEIGHT_GRADS",
+    "MePropLinear",
+    "MePropStats",
+    "meprop_linear",
+    "resolve_k",
+    "select_per_example",
+    "select_random",
+    "select_unified",
+]
+
+MODES = ("per_example", "unified", "random")
+WEIGHT_GRADS = ("buffer", "dense", "sparse")
+
+
+def resolve_k(k, width: int, name: str = "k") -> int | None:
+    """The number of gradient entries kept per example for a layer of ``width`` outputs.
+
+    Returns None for a dense backward. ``k`` may be None or 0 (dense), an int
+    (count; ``k >= width`` is dense) or a float in (0, 1] (share of the width, rounded,
+    never below 1).
+    """
+    allowed = (
+        f"allowed: None or 0 (dense), an int count (>= {width} also means dense), "
+        f"or a fraction of the width {width} in (0, 1]"
+    )
+    if k is None:
+        return None
+    if isinstance(k, bool) or not isinstance(k, numbers.Real):
+        raise ValueError(f"{name}={k!r} is not a number; {allowed}")
+    if isinstance(k, numbers.Integral):
+        k = int(k)
+        if k < 0:
+            raise ValueError(f"{name}={k} is negative; {allowed}")
+        return None if k == 0 or k >= width else k
+    k = float(k)
+    if k == 0.0:
+        return None
+    if not 0.0 < k <= 1.0:
+        raise ValueError(f"{name}={k} is a fraction outside (0, 1]; {allowed}")
+    n = max(1, int(round(k * width)))
+    return None if n >= width else n
+
+
+# --------------------------------------------------------------------------- selection
+
+
+def select_unified(g: torch.Tensor, k: int) -> torch.Tensor:
+    """One index set for the whole batch: the k columns with the largest sum |g|. -> (k,)"""
+    return g.abs().sum(0).topk(k, sorted=False).indices
+
+
+def select_per_example(g: torch.Tensor, k: int) -> torch.Tensor:
+    """The k largest |g| entries of every row. -> (B, k)"""
+    return g.abs().topk(k, dim=1, sorted=False).indices
+
+
+def select_random(g: torch.Tensor, k: int) -> torch.Tensor:
+    """k distinct uniform indices per row, drawn from torch's global RNG. -> (B, k)"""
+    return torch.rand(g.shape, device=g.device).topk(k, dim=1, sorted=False).indices
+
+
+# --------------------------------------------------------------------------- stats
+
+
+class MePropStats:
+    """What a meProp layer remembers for plots and widgets (updated in backward).
+
+    counts[j]          examples whose selected set contained unit j (per example, also in
+                       unified mode; entries whose gradient is exactly 0 are not counted
+                       unless ``count_zero_hits``)
+    last_indices       the indices selected in the last backward: (B, k) per example /
+                       random, (k,) unified, None dense
+    rows_touched       rows of W that received a non-zero-able gradient, last step and sum
+    macs_done / dense  backward multiply-adds really performed vs a dense backward
+    """
+
+    def __init__(self, width: int, device=None):
+        self.reset(width, device)
+
+    def reset(self, width: int | None = None, device=None) -> None:
+        width = self.width if width is None else width
+        device = self.counts.device if device is None and hasattr(self, "counts") else device
+        self.width = width
+        self.counts = torch.zeros(width, dtype=torch.int64, device=device)
+        self.backward_calls = 0
+        self.examples = 0
+        self.last_indices: torch.Tensor | None = None
+        self.last_rows_touched = 0
+        self.rows_touched_total = 0
+        self.macs_done = 0
+        self.macs_dense = 0
+
+    @property
+    def mean_rows_touched_frac(self) -> float:
+        """Average share of W's rows with a gradient per backward call."""
+        if self.backward_calls == 0:
+            return 0.0
+        return self.rows_touched_total / (self.backward_calls * self.width)
+
+    @property
+    def macs_ratio(self) -> float:
+        """Multiply-adds done / multiply-adds of a dense backward (1.0 = dense)."""
+        return self.macs_done / self.macs_dense if self.macs_dense else 1.0
+
+    def __repr__(self) -> str:
+        return (
+            f"MePropStats(width={self.width}, backward_calls={self.backward_calls}, "
+            f"examples={self.examples}, rows_touched={self.mean_rows_touched_frac:.3f}, "
+            f"macs_ratio={self.macs_ratio:.3f})"
+        )
+
+
+# --------------------------------------------------------------------------- plan / buffer
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """Everything backward needs to know, fixed for one forward pass."""
+
+    k: int | None
+    mode: str
+    rescale: bool
+    sparsify_bias: bool
+    weight_grad: str
+    count_zero_hits: bool
+    compact_threshold: float
+
+
+class _RowGradBuffer:
+    """A persistent ``[out, in]`` weight gradient that is re-zeroed row by row.
+
+    Invariant: every row of ``self.tensor`` outside ``self.dirty`` is zero. ``dirty`` is a
+    list of index tensors written since the last clear, or None meaning "all rows".
+    """
+
+    def __init__(self):
+        self.tensor: torch.Tensor | None = None
+        self.dirty: list[torch.Tensor] | None = []
+        self.dirty_count = 0
+
+    def _mark(self, rows: torch.Tensor | None, width: int) -> None:
+        if rows is None or self.dirty is None:
+            self.dirty = None
+            return
+        self.dirty.append(rows)
+        self.dirty_count += rows.numel()
+        if self.dirty_count > width:  # cheaper to zero everything next time
+            self.dirty = None
+
+    def _fresh(self, param: torch.Tensor) -> torch.Tensor:
+        buf = self.tensor
+        if buf is None or buf.shape != param.shape or buf.dtype != param.dtype or buf.device != param.device:
+            buf = torch.zeros_like(param, memory_format=torch.contiguous_format)
+        elif self.dirty is None:
+            buf.zero_()
+        elif self.dirty:
+            buf.index_fill_(0, torch.cat(self.dirty), 0)
+        self.tensor, self.dirty, self.dirty_count = buf, [], 0
+        return buf
+
+    def write(self, param: torch.Tensor, rows: torch.Tensor | None, values: torch.Tensor) -> None:
+        """Accumulate ``values`` (rows of the gradient, or the full gradient if rows is None)."""
+        g = param.grad
+        width = param.shape[0]
+        if g is None:
+            if rows is None:  # a full gradient: hand it over, keep our buffer for later
+                param.grad = values
+                return
+            buf = self._fresh(param)
+            buf.index_copy_(0, rows, values)
+            self._mark(rows, width)
+            param.grad = buf
+            return
+        if rows is None:
+            g.add_(values)
+        else:
+            g.index_add_(0, rows, values)
+        if g is self.tensor:
+            self._mark(rows, width)
+
+
+# --------------------------------------------------------------------------- autograd
+
+
+class MePropLinearFunction(torch.autograd.Function):
+    """``y = x W^T + b`` with a top-k sparsified backward. x is (N, in)."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, plan: _Plan, stats, gradbuf):
+        ctx.save_for_backward(x, weight)
+        ctx.plan, ctx.stats, ctx.gradbuf = plan, stats, gradbuf
+        ctx.weight = weight  # the Parameter itself, for the "buffer" gradient
+        ctx.has_bias = bias is not None
+        return F.linear(x, weight, bias)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, g):
+        x, weight = ctx.saved_tensors
+        plan, stats = ctx.plan, ctx.stats
+        need_x, need_w, need_b = ctx.needs_input_grad[:3]
+        n, out = g.shape
+        in_f = x.shape[1]
+        grad_x = grad_w = grad_b = None
+        rows = None  # rows of dW written; None = all
+        g = g.contiguous()
+
+        if plan.k is None:  # ---------------------------------------------- dense
+            if need_x:
+                grad_x = g @ weight  # (N, in)
+            if need_w:
+                vals = g.t() @ x  # (out, in)
+            if need_b:
+                grad_b = g.sum(0)
+            touched = computed = out
+            idx = None
+        elif plan.mode == "unified":  # ----------------------------------- unified
+            idx = select_unified(g, plan.k)  # (k,)
+            gk = g.index_select(1, idx)  # (N, k)
+            if need_x:
+                grad_x = gk @ weight.index_select(0, idx)  # (N, in)
+            if need_w:
+                vals, rows = gk.t() @ x, idx  # (k, in)
+            if need_b:
+                grad_b = g.sum(0) if not plan.sparsify_bias else g.new_zeros(out).index_copy_(0, idx, gk.sum(0))
+            touched = computed = plan.k
+        else:  # ----------------------------------------------------- per example / random
+            idx = select_per_example(g, plan.k) if plan.mode == "per_example" else select_random(g, plan.k)
+            kept = g.gather(1, idx)  # (N, k) the kept gradient entries
+            if plan.rescale:
+                kept = kept * (out / plan.k)
+            union, pos = torch.unique(idx, return_inverse=True)  # rows of W that get a gradient
+            touched = computed = union.numel()
+            if touched <= plan.compact_threshold * out:  # compaction: only the union's columns
+                gu = g.new_zeros(n, touched).scatter_(1, pos, kept)  # (N, |U|)
+                if need_x:
+                    grad_x = gu @ weight.index_select(0, union)  # (N, in)
+                if need_w:
+                    vals, rows = gu.t() @ x, union  # (|U|, in)
+                if need_b and plan.sparsify_bias:
+                    grad_b = g.new_zeros(out).index_add_(0, union, gu.sum(0))
+            else:  # masked dense products
+                gm = g.new_zeros(n, out).scatter_(1, idx, kept)  # (N, out)
+                if need_x:
+                    grad_x = gm @ weight
+                if need_w:
+                    vals = gm.t() @ x
+                if need_b and plan.sparsify_bias:
+                    grad_b = gm.sum(0)
+                computed = out
+            if need_b and not plan.sparsify_bias:
+                grad_b = g.sum(0)
+            idx = (idx, kept)
+
+        if need_w:
+            if plan.weight_grad == "dense":
+                grad_w = vals if rows is None else vals.new_zeros(weight.shape).index_copy_(0, rows, vals)
+            elif plan.weight_grad == "sparse":
+                if rows is None:
+                    rows = torch.arange(out, device=vals.device)
+                grad_w = torch.sparse_coo_tensor(rows.unsqueeze(0), vals, weight.shape, check_invariants=False)
+            else:
+                ctx.gradbuf.write(ctx.weight, rows, vals)
+
+        if stats is not None:
+            _record(stats, g, idx, plan, n, out, in_f, touched, computed, need_x, need_w)
+        return grad_x, grad_w, grad_b, None, None, None
+
+
+def _record(stats: MePropStats, g, idx, plan: _Plan, n, out, in_f, touched, computed, need_x, need_w) -> None:
+    stats.backward_calls += 1
+    stats.examples += n
+    stats.last_indices = idx if not isinstance(idx, tuple) else idx[0]
+    stats.last_rows_touched = touched
+    stats.rows_touched_total += touched
+    stats.macs_dense += n * out * in_f * (int(need_x) + int(need_w))
+    stats.macs_done += n * computed * in_f * (int(need_x) + int(need_w))
+    if idx is None:
+        return
+    if isinstance(idx, tuple):  # per example / random: (indices (N, k), kept values (N, k))
+        idx, kept = idx
+        stats.last_indices = idx
+        flat = idx.reshape(-1)
+        if not plan.count_zero_hits:
+            flat = flat[kept.reshape(-1) != 0]
+        stats.counts.index_add_(0, flat, torch.ones_like(flat, dtype=stats.counts.dtype))
+    else:  # unified: every example "selected" the batch's k units
+        hit = g.index_select(1, idx) != 0 if not plan.count_zero_hits else None
+        add = hit.sum(0) if hit is not None else torch.full_like(idx, n)
+        stats.counts.index_add_(0, idx, add.to(stats.counts.dtype))
+
+
+def meprop_linear(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    k=None,
+    mode: str = "per_example",
+    *,
+    rescale: bool = False,
+    sparsify_bias: bool = False,
+    weight_grad: str = "dense",
+) -> torch.Tensor:
+    """Functional meProp linear map (no stats; ``weight_grad="dense"`` by default so it
+    composes with every autograd feature). Shapes as ``F.linear``."""
+    _check_mode(mode)
+    _check_weight_grad(weight_grad)
+    if x.shape[-1] != weight.shape[1]:
+        raise ValueError(f"input has {x.shape[-1]} features in its last dimension, the weight expects {weight.shape[1]}")
+    plan = _Plan(resolve_k(k, weight.shape[0]), mode, rescale, sparsify_bias, weight_grad, False, 0.5)
+    y = MePropLinearFunction.apply(x.reshape(-1, x.shape[-1]), weight, bias, plan, None, _RowGradBuffer())
+    return y.reshape(*x.shape[:-1], weight.shape[0])
+
+
+def _check_mode(mode: str) -> None:
+    if mode not in MODES:
+        raise ValueError(f"mode={mode!r} is not a meProp mode; allowed: {', '.join(MODES)}")
+
+
+def _check_weight_grad(weight_grad: str) -> None:
+    if weight_grad not in WEIGHT_GRADS:
+        raise ValueError(f"weight_grad={weight_grad!r} is not allowed; allowed: {', '.join(WEIGHT_GRADS)}")
+
+
+# --------------------------------------------------------------------------- module
+
+
+class MePropLinear(nn.Module):
+    """A drop-in ``nn.Linear`` whose backward keeps only the top-k output gradients.
+
+    ``weight`` is ``[out, in]`` and the state_dict has exactly ``weight`` and ``bias``, so
+    it loads into and from ``nn.Linear``; with the same seed the initial weights equal
+    ``nn.Linear``'s. ``in_features`` / ``out_features`` follow the weight's shape (meSimp
+    shrinks it). Forward outside autograd (eval, ``torch.no_grad``) is plain ``F.linear``.
+
+    Args:
+        k: None or 0 = dense backward; an int count (>= out is dense); a float in (0, 1]
+            = share of the width.
+        mode: "per_example" | "unified" | "random".
+        rescale: random mode only: multiply the kept entries by out/k.
+        sparsify_bias: also sparsify the bias gradient (the originals keep it dense).
+        weight_grad: "buffer" | "dense" | "sparse" (see the module docstring).
+        count_zero_hits: count selected entries whose gradient is exactly 0 in ``stats``
+            (the authors' C# did; default False).
+        compact_threshold: per-example / random: if the union of the batch's selected
+            rows is at most this share of the width, the products run on the union's
+            columns only; otherwise on the masked gradient (measured crossover).
+        track_stats: keep ``self.stats`` (selection counts, rows touched, multiply-adds).
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        k=None,
+        mode: str = "per_example",
+        bias: bool = True,
+        *,
+        rescale: bool = False,
+        sparsify_bias: bool = False,
+        weight_grad: str = "buffer",
+        count_zero_hits: bool = False,
+        compact_threshold: float = 0.5,
+        track_stats: bool = True,
+        device=None,
+        dtype=None,
+    ):
+        super().__init__()
+        for name, v in (("in_features", in_features), ("out_features", out_features)):
+            if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v <= 0:
+                raise ValueError(f"{name}={v!r} must be a positive int")
+        if not 0.0 <= compact_threshold <= 1.0:
+            raise ValueError(f"compact_threshold={compact_threshold} must be in [0, 1]")
+        _check_mode(mode)
+        _check_weight_grad(weight_grad)
+        factory = {"device": device, "dtype": dtype}
+        self.weight = nn.Parameter(torch.empty((out_features, in_features), **factory))
+        self.bias = nn.Parameter(torch.empty(out_features, **factory)) if bias else None
+        self.mode = mode
+        self.rescale = rescale
+        self.sparsify_bias = sparsify_bias
+        self.weight_grad = weight_grad
+        self.count_zero_hits = count_zero_hits
+        self.compact_threshold = compact_threshold
+        self.track_stats = track_stats
+        self.k = k  # validated by the setter
+        self.stats = MePropStats(out_features, device=self.weight.device)
+        self._gradbuf = _RowGradBuffer()
+        self.reset_parameters()
+
+    # same initialisation as nn.Linear, so equal seeds give equal weights
+    reset_parameters = nn.Linear.reset_parameters
+
+    @property
+    def in_features(self) -> int:
+        return self.weight.shape[1]
+
+    @property
+    def out_features(self) -> int:
+        return self.weight.shape[0]
+
+    @property
+    def k(self):
+        """The k as given (int, fraction or None); ``k_effective`` is the resolved count."""
+        return self._k
+
+    @k.setter
+    def k(self, value) -> None:
+        resolve_k(value, self.weight.shape[0])  # validate now, not in the middle of training
+        self._k = value
+
+    @property
+    def k_effective(self) -> int | None:
+        """Entries kept per example at the current width (None = dense)."""
+        return resolve_k(self._k, self.out_features)
+
+    @property
+    def backprop_ratio(self) -> float:
+        """k / out: the share of the output gradient that is back-propagated."""
+        k = self.k_effective
+        return 1.0 if k is None else k / self.out_features
+
+    def _plan(self) -> _Plan:
+        # the buffer writes weight.grad directly, which is only right for a leaf weight
+        weight_grad = self.weight_grad if self.weight.is_leaf or self.weight_grad != "buffer" else "dense"
+        return _Plan(
+            self.k_effective,
+            self.mode,
+            self.rescale,
+            self.sparsify_bias,
+            weight_grad,
+            self.count_zero_hits,
+            self.compact_threshold,
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[-1] != self.in_features:
+            raise ValueError(
+                f"input has {x.shape[-1]} features in its last dimension; this layer expects in_features={self.in_features}"
+            )
+        needs_graph = torch.is_grad_enabled() and (
+            x.requires_grad or self.weight.requires_grad or (self.bias is not None and self.bias.requires_grad)
+        )
+        if not needs_graph:
+            return F.linear(x, self.weight, self.bias)
+        if self.stats.width != self.out_features or self.stats.counts.device != self.weight.device:
+            self.stats.reset(self.out_features, self.weight.device)
+        stats = self.stats if self.track_stats else None
+        y = MePropLinearFunction.apply(
+            x.reshape(-1, self.in_features), self.weight, self.bias, self._plan(), stats, self._gradbuf
+        )
+        return y.reshape(*x.shape[:-1], self.out_features)
+
+    def extra_repr(self) -> str:
+        k = self.k_effective
+        ks = "dense" if k is None else f"{k} ({k / self.out_features:.1%} of {self.out_features})"
+        s = f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, k={ks}"
+        if k is not None:
+            s += f", mode={self.mode}"
+            if self.rescale:
+                s += ", rescale=True"
+            if self.sparsify_bias:
+                s += ", sparsify_bias=True"
+        if self.weight_grad != "buffer":
+            s += f", weight_grad={self.weight_grad}"
+        return s
+
+    @classmethod
+    def from_linear(cls, linear: nn.Linear, k=None, mode: str = "per_example", **kwargs) -> "MePropLinear":
+        """A meProp layer with a copy of ``linear``'s weights."""
+        layer = cls(
+            linear.in_features,
+            linear.out_features,
+            k,
+            mode,
+            bias=linear.bias is not None,
+            device=linear.weight.device,
+            dtype=linear.weight.dtype,
+            **kwargs,
+        )
+        layer.load_state_dict(linear.state_dict())
+        return layer
+
+    def to_linear(self) -> nn.Linear:
+        """A plain ``nn.Linear`` with a copy of this layer's weights."""
+        lin = nn.Linear(
+            self.in_features,
+            self.out_features,
+            bias=self.bias is not None,
+            device=self.weight.device,
+            dtype=self.weight.dtype,
+        )
+        lin.load_state_dict(self.state_dict())
+        return lin

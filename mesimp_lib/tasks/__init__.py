@@ -1,0 +1,1 @@
+"""Tasks: data, model and metric for each experiment (MNIST now; POS tagging and parsing later)."""

@@ -1,0 +1,209 @@
+"""MNIST: the shipped IDX files, the paper's split, and the MLP (784-500-500-10 by default).
+
+Split (as the papers): dev = the first 5,000 training images, train = the last 55,000,
+test = the 10,000 test images. Pixels scaled to [0, 1], flattened to 784.
+Nothing is downloaded: the files ship in ``data/mnist`` and are checked by sha256.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..meprop import MePropLinear
+
+__all__ = ["MNIST_FILES", "MLP", "MnistData", "accuracy", "data_root", "load_mnist", "read_idx"]
+
+# file name -> sha256 of the gzip file as shipped (data/README.md)
+MNIST_FILES = {
+    "train-images-idx3-ubyte.gz": "0b367032e93c5d0cea0925647cfdb18614af8ee15f83e6f2fc2ad904a6835971",
+    "train-labels-idx1-ubyte.gz": "1787548bbe0bff1ec2ecdc0ef292b02df999e2d1a6002d27500982c652b17203",
+    "t10k-images-idx3-ubyte.gz": "1a1a05eab793c14bb050b398624a11b0ffd1a2953baed553b1b9bd079e2a20be",
+    "t10k-labels-idx1-ubyte.gz": "b91679a0acfe4ba0e50a2437a903084cba1f5f92592b016a25a7dfd00455798b",
+}
+DEV_SIZE = 5000
+
+
+def data_root() -> Path:
+    """The data folder: ``$MESIMP_DATA_DIR`` if set, else the repository's ``data/``."""
+    env = os.environ.get("MESIMP_DATA_DIR")
+    return Path(env) if env else Path(__file__).resolve().parents[2] / "data"
+
+
+def _restore_hint(name: str) -> str:
+    return (
+        f"It ships with the repository as data/mnist/{name}: restore it with "
+        f"`git checkout -- data/mnist/{name}` (or point MESIMP_DATA_DIR at a folder holding "
+        f"mnist/). Nothing is downloaded at run time."
+    )
+
+
+def _checked_bytes(path: Path, sha256: str | None) -> bytes:
+    if not path.is_file():
+        raise FileNotFoundError(f"MNIST file {path} is missing. {_restore_hint(path.name)}")
+    raw = path.read_bytes()
+    if sha256 is not None:
+        got = hashlib.sha256(raw).hexdigest()
+        if got != sha256:
+            raise ValueError(
+                f"MNIST file {path} is corrupted: sha256 {got}, expected {sha256}. {_restore_hint(path.name)}"
+            )
+    return raw
+
+
+def read_idx(path: Path, sha256: str | None = None) -> np.ndarray:
+    """Read a gzip-compressed IDX file (ubyte data) into a numpy array."""
+    raw = _checked_bytes(Path(path), sha256)
+    try:
+        data = gzip.decompress(raw)
+    except (OSError, EOFError) as e:
+        raise ValueError(f"MNIST file {path} is not a valid gzip file ({e}). {_restore_hint(Path(path).name)}") from e
+    magic = int.from_bytes(data[:4], "big")
+    if magic >> 8 != 0x08 or not 1 <= (magic & 0xFF) <= 4:
+        raise ValueError(f"MNIST file {path} is not an unsigned-byte IDX file (magic {magic:#010x})")
+    ndim = magic & 0xFF
+    shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+    body = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
+    if body.size != int(np.prod(shape)):
+        raise ValueError(f"MNIST file {path} is truncated: {body.size} values for shape {shape}")
+    return body.reshape(shape)
+
+
+@dataclass(frozen=True)
+class MnistData:
+    """The three splits as tensors: x float32 (N, 784) in [0, 1], y int64 (N,)."""
+
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    dev_x: torch.Tensor
+    dev_y: torch.Tensor
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+
+    def __repr__(self) -> str:
+        return f"MnistData(train={len(self.train_y)}, dev={len(self.dev_y)}, test={len(self.test_y)}, features=784)"
+
+
+@lru_cache(maxsize=2)
+def _load(folder: str) -> MnistData:
+    folder = Path(folder)
+    arrays = {name: read_idx(folder / name, sha) for name, sha in MNIST_FILES.items()}
+
+    def images(a: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(a.reshape(len(a), -1).astype(np.float32) / 255.0)
+
+    def labels(a: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(a.astype(np.int64))
+
+    tx, ty = images(arrays["train-images-idx3-ubyte.gz"]), labels(arrays["train-labels-idx1-ubyte.gz"])
+    return MnistData(
+        train_x=tx[DEV_SIZE:],
+        train_y=ty[DEV_SIZE:],
+        dev_x=tx[:DEV_SIZE],
+        dev_y=ty[:DEV_SIZE],
+        test_x=images(arrays["t10k-images-idx3-ubyte.gz"]),
+        test_y=labels(arrays["t10k-labels-idx1-ubyte.gz"]),
+    )
+
+
+def load_mnist(data_dir: str | Path | None = None) -> MnistData:
+    """Load MNIST from ``data_dir`` (default ``data/mnist``), verifying every file's sha256.
+
+    Cached per folder: repeated calls (notebooks, widgets) do not re-read the files.
+    """
+    folder = Path(data_dir) if data_dir is not None else data_root() / "mnist"
+    return _load(str(folder.resolve()))
+
+
+class MLP(nn.Module):
+    """A ReLU MLP with meProp on the hidden layers and a dense output layer by default.
+
+    Args:
+        in_features, out_features: 784 and 10 for MNIST.
+        hidden: width of every hidden layer (int), or a list of widths (one per layer).
+        layers: number of hidden layers when ``hidden`` is an int.
+        k, mode: meProp for the hidden layers (None = dense backward).
+        k_out: meProp for the output layer (None = dense, as every original code path).
+        dropout: dropout after every hidden activation.
+        **layer_kwargs: passed to every ``MePropLinear`` (rescale, weight_grad, ...).
+    """
+
+    def __init__(
+        self,
+        in_features: int = 784,
+        hidden=500,
+        layers: int = 2,
+        out_features: int = 10,
+        k=None,
+        mode: str = "per_example",
+        k_out=None,
+        dropout: float = 0.0,
+        device=None,
+        **layer_kwargs,
+    ):
+        super().__init__()
+        if isinstance(hidden, (list, tuple)):
+            widths = [int(h) for h in hidden]
+        else:
+            if isinstance(layers, bool) or not isinstance(layers, int) or layers < 1:
+                raise ValueError(f"layers={layers!r} must be an int >= 1")
+            widths = [int(hidden)] * layers
+        if not widths or any(w < 1 for w in widths):
+            raise ValueError(f"hidden={hidden!r}: every hidden width must be >= 1")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout={dropout} must be in [0, 1)")
+        sizes = [in_features, *widths]
+        self.hidden = nn.ModuleList(
+            MePropLinear(a, b, k, mode, device=device, **layer_kwargs) for a, b in zip(sizes[:-1], sizes[1:])
+        )
+        self.output = MePropLinear(widths[-1], out_features, k_out, mode, device=device, **layer_kwargs)
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+
+    @property
+    def widths(self) -> list[int]:
+        """Current hidden widths."""
+        return [layer.out_features for layer in self.hidden]
+
+    def meprop_layers(self) -> list[MePropLinear]:
+        return [*self.hidden, self.output]
+
+    def set_k(self, k, k_out=None) -> None:
+        """Change k on every hidden layer (and the output layer's ``k_out``)."""
+        for layer in self.hidden:
+            layer.k = k
+        self.output.k = k_out
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for layer in self.hidden:
+            x = self.dropout(torch.relu(layer(x)))
+        return self.output(x)
+
+    def to_sequential(self) -> nn.Sequential:
+        """A plain ``nn.Sequential`` of ``nn.Linear`` and ``nn.ReLU`` (inference; no dropout)."""
+        mods: list[nn.Module] = []
+        for layer in self.hidden:
+            mods += [layer.to_linear(), nn.ReLU()]
+        mods.append(self.output.to_linear())
+        return nn.Sequential(*mods)
+
+
+@torch.no_grad()
+def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1000) -> float:
+    """Share of correctly classified examples (model put in eval mode and restored)."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    correct = 0
+    for i in range(0, len(y), batch_size):
+        pred = model(x[i : i + batch_size].to(device)).argmax(1)
+        correct += (pred == y[i : i + batch_size].to(device)).sum().item()
+    model.train(was_training)
+    return correct / max(1, len(y))
