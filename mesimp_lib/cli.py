@@ -34,9 +34,18 @@ HELP = {
     "weight_grad": "how meProp hands dW to the optimizer: buffer (fast), dense, sparse",
     "rows_every": "measure weight rows really changed every N steps (0 = never)",
     "device": "cpu or cuda",
+    "prune_rate": "meSimp: remove unit j if hits[j] < floor(prune_rate * seen)",
+    "cycle_epochs": "meSimp: epochs per cycle (even cycles prune, odd cycles only train)",
+    "prunes_per_epoch": "meSimp: prune steps per epoch in a pruning cycle",
+    "realisation": "meSimp: physical (delete rows/columns) or mask (hold removed units at zero)",
+    "reset": "meSimp: optimizer at each cycle start: fresh or moments (zero moments, keep step)",
+    "record": "meSimp: count hits per_example or unified",
+    "count_zero_hits": "meSimp: count selected units whose gradient is exactly 0",
+    "min_units": "meSimp: never prune a layer below this many units",
 }
 CHOICES = {"method": METHODS, "optimizer": OPTIMIZERS, "mode": ("per_example", "unified", "random"),
-           "weight_grad": ("buffer", "dense", "sparse"), "task": ("mnist",)}
+           "weight_grad": ("buffer", "dense", "sparse"), "task": ("mnist",),
+           "realisation": ("physical", "mask"), "reset": ("fresh", "moments"), "record": ("per_example", "unified")}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -73,6 +82,15 @@ def _k_value(text: str):
         raise argparse.ArgumentTypeError(f"{text!r} is not an int, a fraction or 'none'") from None
 
 
+def _widths(text: str):
+    """'500' -> 500, '150,140' -> [150, 140]."""
+    try:
+        parts = [int(t) for t in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a width or a comma-separated list of widths") from None
+    return parts[0] if len(parts) == 1 else parts
+
+
 def _add_config_flags(p: argparse.ArgumentParser) -> None:
     for f in fields(TrainConfig):
         flag = "--" + f.name.replace("_", "-")
@@ -84,6 +102,8 @@ def _add_config_flags(p: argparse.ArgumentParser) -> None:
             continue
         if f.name in ("k", "k_out"):
             kw["type"] = _k_value
+        elif f.name == "hidden":
+            kw["type"] = _widths
         elif ann.startswith("int"):
             kw["type"] = _number_or_none(int) if "None" in ann else int
         elif ann.startswith("float"):
@@ -131,6 +151,11 @@ def summary(result: dict) -> str:
         f"  time                forward {t['forward_s']:.1f} s, backward {t['backward_s']:.1f} s, "
         f"optimizer {t['update_s']:.1f} s, eval {t['eval_s']:.1f} s, total {t['total_s']:.1f} s",
     ]
+    if "final_widths" in result:
+        steps = " -> ".join(str(h["widths"]) for h in result["widths_history"][:: max(1, len(result["widths_history"]) // 6)])
+        lines.append(f"  final widths        {result['final_widths']} (average {result['average_width']}); "
+                     f"parameters {result['params']['ratio']:.1%} of the start")
+        lines.append(f"  widths over time    {steps} -> {result['final_widths']}")
     rows = result["rows"]
     if rows["with_grad"]:
         wg = ", ".join(_pct(v) for v in rows["with_grad"])

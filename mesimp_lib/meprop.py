@@ -43,6 +43,7 @@ from torch import nn
 from torch.autograd.function import once_differentiable
 
 __all__ = [
+    "LayerHooks",
     "MODES",
     "WEIGHT_GRADS",
     "MePropLinear",
@@ -172,6 +173,24 @@ class _Plan:
     compact_threshold: float
 
 
+class LayerHooks:
+    """Extension points read in backward (meSimp uses them; meProp itself does not).
+
+    grad_mask   bool/float ``(out,)``: multiplies ``g`` before selection (removed units get
+                no gradient and are never selected)
+    observers   objects with ``observe(g, selection, plan)``, called after selection with
+                ``selection`` = None (dense), ``(k,)`` indices (unified) or a tuple
+                ``(indices (N, k), kept values (N, k))`` (per example / random)
+    """
+
+    def __init__(self):
+        self.grad_mask: torch.Tensor | None = None
+        self.observers: list = []
+
+    def __bool__(self) -> bool:
+        return self.grad_mask is not None or bool(self.observers)
+
+
 class _RowGradBuffer:
     """A persistent ``[out, in]`` weight gradient that is re-zeroed row by row.
 
@@ -232,9 +251,9 @@ class MePropLinearFunction(torch.autograd.Function):
     """``y = x W^T + b`` with a top-k sparsified backward. x is (N, in)."""
 
     @staticmethod
-    def forward(ctx, x, weight, bias, plan: _Plan, stats, gradbuf):
+    def forward(ctx, x, weight, bias, plan: _Plan, stats, gradbuf, hooks=None):
         ctx.save_for_backward(x, weight)
-        ctx.plan, ctx.stats, ctx.gradbuf = plan, stats, gradbuf
+        ctx.plan, ctx.stats, ctx.gradbuf, ctx.hooks = plan, stats, gradbuf, hooks
         ctx.weight = weight  # the Parameter itself, for the "buffer" gradient
         ctx.has_bias = bias is not None
         return F.linear(x, weight, bias)
@@ -250,6 +269,9 @@ class MePropLinearFunction(torch.autograd.Function):
         grad_x = grad_w = grad_b = None
         rows = None  # rows of dW written; None = all
         g = g.contiguous()
+        hooks = ctx.hooks
+        if hooks is not None and hooks.grad_mask is not None:
+            g = g * hooks.grad_mask  # removed units (meSimp mask realisation) get no gradient
 
         if plan.k is None:  # ---------------------------------------------- dense
             if need_x:
@@ -310,7 +332,10 @@ class MePropLinearFunction(torch.autograd.Function):
 
         if stats is not None:
             _record(stats, g, idx, plan, n, out, in_f, touched, computed, need_x, need_w)
-        return grad_x, grad_w, grad_b, None, None, None
+        if hooks is not None:
+            for observer in hooks.observers:
+                observer.observe(g, idx, plan)
+        return grad_x, grad_w, grad_b, None, None, None, None
 
 
 def _record(stats: MePropStats, g, idx, plan: _Plan, n, out, in_f, touched, computed, need_x, need_w) -> None:
@@ -432,6 +457,7 @@ class MePropLinear(nn.Module):
         self.k = k  # validated by the setter
         self.stats = MePropStats(out_features, device=self.weight.device)
         self._gradbuf = _RowGradBuffer()
+        self.hooks = LayerHooks()
         self.reset_parameters()
 
     # same initialisation as nn.Linear, so equal seeds give equal weights
@@ -493,7 +519,13 @@ class MePropLinear(nn.Module):
             self.stats.reset(self.out_features, self.weight.device)
         stats = self.stats if self.track_stats else None
         y = MePropLinearFunction.apply(
-            x.reshape(-1, self.in_features), self.weight, self.bias, self._plan(), stats, self._gradbuf
+            x.reshape(-1, self.in_features),
+            self.weight,
+            self.bias,
+            self._plan(),
+            stats,
+            self._gradbuf,
+            self.hooks if self.hooks else None,
         )
         return y.reshape(*x.shape[:-1], self.out_features)
 

@@ -20,14 +20,17 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .meprop import MODES, WEIGHT_GRADS, resolve_k
+from .mesimp import REALISATIONS, RECORDS, RESETS, Simplifier, cycle_phase, reset_optimizer_state
 from .results import environment
 from .tasks.mnist import MLP, accuracy, load_mnist
 
 __all__ = ["METHODS", "OPTIMIZERS", "TrainConfig", "build_model", "make_optimizer", "train"]
 
-METHODS = ("dense", "meprop", "random")
+METHODS = ("dense", "meprop", "random", "mesimp")
 OPTIMIZERS = ("adam", "adagrad")
 TASKS = ("mnist",)
+MESIMP_FIELDS = ("prune_rate", "cycle_epochs", "prunes_per_epoch", "realisation", "reset", "record",
+                 "count_zero_hits", "min_units")
 
 
 @dataclass
@@ -35,12 +38,12 @@ class TrainConfig:
     """One training run. ``print(config)`` gives the CLI command that reproduces it."""
 
     task: str = "mnist"  # only MNIST so far
-    method: str = "meprop"  # dense | meprop (top-k) | random (random-k)
+    method: str = "meprop"  # dense | meprop (top-k) | random (random-k) | mesimp (top-k + pruning)
     k: int | float | None = 20  # kept gradient entries per example (int) or share of width (0, 1]
     mode: str = "per_example"  # meprop selection: per_example | unified (random uses per-example draws)
     rescale: bool = False  # random-k only: scale kept entries by width/k (not in the paper)
     k_out: int | float | None = None  # meProp on the output layer (None = dense, as the papers)
-    hidden: int = 500  # hidden width (the papers: 500)
+    hidden: int | list[int] = 500  # hidden width (the papers: 500), or one width per layer
     layers: int = 2  # hidden layers (the papers: 2)
     dropout: float = 0.0  # dropout after every hidden activation
     optimizer: str = "adam"  # adam (lr 1e-3, betas 0.9/0.999, eps 1e-8) | adagrad
@@ -55,6 +58,15 @@ class TrainConfig:
     weight_grad: str = "buffer"  # how meProp hands dW to the optimizer (see meprop.py)
     rows_every: int = 50  # measure rows really changed by the optimizer every N steps (0 = never)
     device: str = "cpu"  # "cpu" or "cuda"
+    # meSimp (method="mesimp"; METHODS.md section 2)
+    prune_rate: float = 0.1  # remove unit j if hits[j] < floor(prune_rate * seen)
+    cycle_epochs: int = 5  # epochs per cycle; even cycles prune, odd cycles only train
+    prunes_per_epoch: int = 8  # prune steps per epoch in a pruning cycle
+    realisation: str = "physical"  # physical (delete rows/columns) | mask (hold at zero)
+    reset: str = "fresh"  # optimizer at each cycle start: fresh (new) | moments (zero, keep step)
+    record: str = "per_example"  # meSimp hit counting: per_example | unified
+    count_zero_hits: bool = False  # count selected units whose gradient is exactly 0
+    min_units: int = 1  # a prune never leaves a layer smaller than this
 
     def __post_init__(self) -> None:
         def bad(name, allowed):
@@ -70,7 +82,19 @@ class TrainConfig:
             bad("optimizer", ", ".join(OPTIMIZERS))
         if self.weight_grad not in WEIGHT_GRADS:
             bad("weight_grad", ", ".join(WEIGHT_GRADS))
-        for name in ("hidden", "layers", "epochs", "batch_size", "evals_per_epoch", "threads"):
+        if self.realisation not in REALISATIONS:
+            bad("realisation", ", ".join(REALISATIONS))
+        if self.reset not in RESETS:
+            bad("reset", ", ".join(RESETS))
+        if self.record not in RECORDS:
+            bad("record", ", ".join(RECORDS))
+        if isinstance(self.hidden, (list, tuple)):
+            if not self.hidden or any(isinstance(h, bool) or not isinstance(h, int) or h < 1 for h in self.hidden):
+                bad("hidden", "an int >= 1 or a list of ints >= 1")
+            self.hidden = [int(h) for h in self.hidden]
+            self.layers = len(self.hidden)
+        for name in ("layers", "epochs", "batch_size", "evals_per_epoch", "threads", "cycle_epochs",
+                     "prunes_per_epoch", "min_units") + (() if isinstance(self.hidden, list) else ("hidden",)):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 bad(name, "an int >= 1")
@@ -87,8 +111,10 @@ class TrainConfig:
         if self.grad_clip is not None and not self.grad_clip > 0:
             bad("grad_clip", "None or a float > 0")
         # k None / 0 / >= width means a dense backward through the meProp path (allowed)
-        resolve_k(self.k, self.hidden)
+        resolve_k(self.k, max(self.hidden) if isinstance(self.hidden, list) else self.hidden)
         resolve_k(self.k_out, 10, "k_out")
+        if isinstance(self.prune_rate, bool) or not isinstance(self.prune_rate, (int, float)) or not 0 <= self.prune_rate <= 1:
+            bad("prune_rate", "a number in [0, 1]")
         if self.device.startswith("cuda") and not torch.cuda.is_available():
             bad("device", "'cpu' (no CUDA device is available here)")
 
@@ -113,11 +139,15 @@ class TrainConfig:
             v = getattr(self, f.name)
             if v == getattr(default, f.name) and f.name not in ("task", "method", "k", "seed"):
                 continue
+            if f.name in MESIMP_FIELDS and self.method != "mesimp":
+                continue
             flag = "--" + f.name.replace("_", "-")
             if isinstance(v, bool):
                 if v:
                     parts.append(flag)
                 continue
+            if isinstance(v, list):
+                v = ",".join(map(str, v))
             parts += [flag, "none" if v is None else str(v)]
         return " ".join(shlex.quote(p) for p in parts)
 
@@ -184,7 +214,7 @@ def _rows_with_grad(layers) -> list[float]:
     return out
 
 
-def train(config: TrainConfig, data=None, progress: bool = True, on_eval=None) -> dict:
+def train(config: TrainConfig, data=None, progress: bool = True, on_eval=None, return_model: bool = False) -> dict:
     """Train one model as ``config`` says and return a JSON-ready result dict.
 
     Args:
@@ -192,6 +222,7 @@ def train(config: TrainConfig, data=None, progress: bool = True, on_eval=None) -
         progress: show a ``tqdm.auto`` progress bar.
         on_eval: optional callback ``on_eval(point: dict, model)`` after every evaluation
             (widgets use it for live plots).
+        return_model: also return the trained model under ``"model"`` (not JSON-ready).
     """
     if not isinstance(config, TrainConfig):
         raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
@@ -199,13 +230,14 @@ def train(config: TrainConfig, data=None, progress: bool = True, on_eval=None) -
     old_threads = torch.get_num_threads()
     torch.set_num_threads(config.threads)
     try:
-        return _train(config, data, progress, on_eval)
+        return _train(config, data, progress, on_eval, return_model)
     finally:
         torch.set_num_threads(old_threads)
 
 
-def _train(config: TrainConfig, data, progress: bool, on_eval) -> dict:
+def _train(config: TrainConfig, data, progress: bool, on_eval, return_model: bool) -> dict:
     device = torch.device(config.device)
+    env = environment()  # before training: the commit and machine that produced the numbers
     torch.manual_seed(config.seed)
     gen = torch.Generator().manual_seed(config.seed)
     model = build_model(config).to(device)
@@ -246,10 +278,37 @@ def _train(config: TrainConfig, data, progress: bool, on_eval) -> dict:
         if bar is not None:
             bar.set_postfix(dev=f"{point['dev_acc']:.4f}", refresh=False)
 
+    simp = None
+    widths_history: list[dict] = []
+    n_params_start = sum(p.numel() for p in model.parameters())
+    if config.method == "mesimp":
+        simp = Simplifier(model, config.prune_rate, config.realisation, config.record, config.count_zero_hits,
+                          config.min_units)
+        widths_history.append({"step": 0, "epoch": 0.0, "widths": simp.widths, "removed": [0] * len(hidden),
+                               "kept_minimum": [False] * len(hidden), "dev_acc": None})
+        k_prunes = min(config.prunes_per_epoch, steps_per_epoch)
+        prune_after = {round((p + 1) * steps_per_epoch / k_prunes) - 1 for p in range(k_prunes)}
+
+    def prune(epoch_float: float) -> None:
+        event = simp.prune(opt)
+        timer.start()
+        dev = accuracy(model, data.dev_x, data.dev_y)
+        timer.stop("eval_s")
+        widths_history.append({"step": step, "epoch": round(epoch_float, 4), "widths": event["widths"],
+                               "removed": event["removed"], "kept_minimum": event["kept_minimum"], "dev_acc": dev})
+
     bar = tqdm(total=steps_per_epoch * config.epochs, desc=config.method, disable=not progress, mininterval=1.0)
     t_total = time.perf_counter()
     model.train()
     for epoch in range(config.epochs):
+        pruning = False
+        if simp is not None:
+            _, pruning = cycle_phase(epoch, config.cycle_epochs)
+            if epoch > 0 and epoch % config.cycle_epochs == 0:  # a new cycle: re-initialise the optimizer
+                if config.reset == "fresh":
+                    opt = make_optimizer(config, model.parameters())
+                else:
+                    reset_optimizer_state(opt)
         perm = torch.randperm(n, generator=gen).to(device)
         for i in range(steps_per_epoch):
             idx = perm[i * config.batch_size : (i + 1) * config.batch_size]
@@ -275,6 +334,8 @@ def _train(config: TrainConfig, data, progress: bool, on_eval) -> dict:
             loss_sum += loss.item()
             loss_n += 1
             bar.update(1)
+            if pruning and i in prune_after:
+                prune(epoch + (i + 1) / steps_per_epoch)
             if (i + 1) % eval_every == 0 or i + 1 == steps_per_epoch:
                 evaluate(epoch + (i + 1) / steps_per_epoch)
     bar.close()
@@ -287,6 +348,18 @@ def _train(config: TrainConfig, data, progress: bool, on_eval) -> dict:
 
     timing = {k: round(v, 3) for k, v in timer.totals.items()}
     timing.update(total_s=round(total_s, 3), steps=step)
+    extra = {}
+    if simp is not None:
+        simp.detach()
+        n_params = sum(p.numel() for p in model.parameters())
+        extra = {
+            "widths_history": widths_history,
+            "final_widths": model.widths,
+            "average_width": round(sum(model.widths) / len(model.widths), 2),
+            "params": {"start": n_params_start, "final": n_params, "ratio": round(n_params / n_params_start, 4)},
+        }
+    if return_model:
+        extra["model"] = model
     return {
         "config": asdict(config),
         "command": config.to_cli() + " --json OUT.json",
@@ -310,5 +383,6 @@ def _train(config: TrainConfig, data, progress: bool, on_eval) -> dict:
             "rows_touched_per_step": [round(s.mean_rows_touched_frac, 4) for s in stats],
             "backward_macs_ratio": [round(s.macs_ratio, 4) for s in stats],
         },
-        "environment": environment(),
+        "environment": env,
+        **extra,
     }

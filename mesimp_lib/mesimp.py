@@ -1,0 +1,340 @@
+"""meSimp: simplify a model from the meProp record (METHODS.md section 2).
+
+Importance -> selection -> action, as Torch-Pruning splits it:
+    importance  ``ActivityRecord``: per hidden unit, how many examples had it among their
+                top-k (``hits``) out of ``seen`` examples since the last prune
+    selection   ``ActivityRecord.keep_mask``: unit j is removed if
+                ``hits[j] < floor(prune_rate * seen)``; at least ``min_units`` stay
+    action      ``mask`` (shapes kept, removed units held at zero, no compute saved; what the
+                released code did) or ``physical`` (rows of W_l and b_l deleted *and* the
+                matching input columns of W_{l+1}, with the optimizer state sliced along;
+                the paper suggested this but did not implement it)
+
+The record is cleared only at a prune; removed units never come back; the output layer is
+never pruned. ``Simplifier`` ties it together for an ``MLP``; ``cycle_phase`` gives the
+authors' cycle schedule (even cycles prune, odd cycles train with the structure fixed).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .meprop import MePropLinear, select_per_example
+
+__all__ = [
+    "REALISATIONS",
+    "RECORDS",
+    "RESETS",
+    "ActivityRecord",
+    "Simplifier",
+    "cycle_phase",
+    "load_model",
+    "reset_optimizer_state",
+    "save_model",
+]
+
+RECORDS = ("per_example", "unified")
+REALISATIONS = ("mask", "physical")
+RESETS = ("fresh", "moments")
+
+
+def _check_rate(prune_rate) -> float:
+    if isinstance(prune_rate, bool) or not isinstance(prune_rate, (int, float)) or not 0.0 <= prune_rate <= 1.0:
+        raise ValueError(f"prune_rate={prune_rate!r} must be a number in [0, 1] (the authors used 0.1)")
+    return float(prune_rate)
+
+
+class ActivityRecord:
+    """The meSimp record of one layer: ``hits[j]`` (examples whose top-k set held unit j)
+    and ``seen`` (examples back-propagated), both since the last prune.
+
+    Attached to a ``MePropLinear`` as an observer, it is updated in backward.
+
+    Args:
+        width: units of the layer now.
+        record: "per_example" (default): hits counted per example even when the layer
+            selects in unified mode (then a per-example top-k is computed for the record
+            only); "unified": in unified mode every example counts the batch's k units.
+        count_zero_hits: count a selected unit whose gradient is exactly 0 (the C# heap did
+            when a row had fewer than k non-zeros). Default False.
+    """
+
+    def __init__(self, width: int, record: str = "per_example", count_zero_hits: bool = False, device=None):
+        if record not in RECORDS:
+            raise ValueError(f"record={record!r} is not allowed; allowed: {', '.join(RECORDS)}")
+        self.record = record
+        self.count_zero_hits = count_zero_hits
+        self.hits = torch.zeros(width, dtype=torch.int64, device=device)
+        self.seen = 0
+
+    @property
+    def width(self) -> int:
+        return self.hits.numel()
+
+    def clear(self) -> None:
+        self.hits.zero_()
+        self.seen = 0
+
+    def observe(self, g: torch.Tensor, selection, plan) -> None:
+        """Called by the layer's backward with its (masked) output gradient and selection."""
+        n = g.shape[0]
+        self.seen += n
+        if selection is None:  # dense backward (k >= width): every unit with a gradient is active
+            add = (g != 0).sum(0) if not self.count_zero_hits else torch.full_like(self.hits, n)
+            self.hits += add.to(self.hits.dtype)
+            return
+        if isinstance(selection, tuple):  # per example / random: (indices, kept values)
+            idx, kept = selection
+        elif self.record == "per_example":  # unified selection, per-example record
+            idx = select_per_example(g, selection.numel())
+            kept = g.gather(1, idx)
+        else:  # unified record: every example counts the batch's k units
+            hit = torch.ones_like(g[:, selection], dtype=torch.bool) if self.count_zero_hits else g[:, selection] != 0
+            self.hits.index_add_(0, selection, hit.sum(0).to(self.hits.dtype))
+            return
+        flat = idx.reshape(-1)
+        if not self.count_zero_hits:
+            flat = flat[kept.reshape(-1) != 0]
+        self.hits.index_add_(0, flat, torch.ones_like(flat, dtype=self.hits.dtype))
+
+    def threshold(self, prune_rate: float) -> int:
+        """Units with fewer hits than this are removed: ``floor(prune_rate * seen)``."""
+        return math.floor(_check_rate(prune_rate) * self.seen)
+
+    def keep_mask(self, prune_rate: float, min_units: int = 1, alive: torch.Tensor | None = None):
+        """Which units survive a prune now. Returns (keep bool (width,), kept_minimum: bool).
+
+        ``alive`` (mask realisation) marks units still in the model; removed ones stay removed.
+        If fewer than ``min_units`` would survive, the ``min_units`` alive units with the most
+        hits are kept (ties: lowest index) and ``kept_minimum`` is True.
+        """
+        keep = self.hits >= self.threshold(prune_rate)
+        if alive is not None:
+            keep &= alive
+        n_alive = int(alive.sum()) if alive is not None else self.width
+        need = min(min_units, n_alive)
+        if int(keep.sum()) >= need:
+            return keep, False
+        score = self.hits.double() - torch.arange(self.width, device=self.hits.device) * 1e-9
+        if alive is not None:
+            score[~alive] = -math.inf
+        keep = torch.zeros_like(keep)
+        keep[score.topk(need).indices] = True
+        return keep, True
+
+    def __repr__(self) -> str:
+        return f"ActivityRecord(width={self.width}, seen={self.seen}, record={self.record})"
+
+
+def cycle_phase(epoch: int, cycle_epochs: int) -> tuple[int, bool]:
+    """(cycle index, prunes in this cycle?) for a 0-based epoch: even cycles simplify."""
+    if isinstance(cycle_epochs, bool) or not isinstance(cycle_epochs, int) or cycle_epochs < 1:
+        raise ValueError(f"cycle_epochs={cycle_epochs!r} must be an int >= 1 (the authors used 5)")
+    cycle = epoch // cycle_epochs
+    return cycle, cycle % 2 == 0
+
+
+def reset_optimizer_state(optimizer: torch.optim.Optimizer) -> None:
+    """``reset="moments"``: zero every state tensor (Adam's moments, AdaGrad's sums) but keep
+    the step count, as the authors' C# did at each cycle start."""
+    for state in optimizer.state.values():
+        for key, v in state.items():
+            if key != "step" and torch.is_tensor(v):
+                v.zero_()
+
+
+def _slice_param(module: nn.Module, name: str, index: torch.Tensor, dim: int, optimizer) -> None:
+    """Keep ``index`` along ``dim`` of ``module.<name>``: a new, smaller Parameter replaces
+    the old one in the module *and* in the optimizer (its param group and its state, sliced
+    the same way: Adam's moments, AdaGrad's sums; the step count is kept).
+
+    A new Parameter object (rather than resizing ``.data``) is needed because autograd
+    caches a leaf's shape in its gradient accumulator."""
+    old = getattr(module, name)
+    old_len = old.shape[dim]
+    new = nn.Parameter(old.detach().index_select(dim, index).contiguous(), requires_grad=old.requires_grad)
+    setattr(module, name, new)
+    if optimizer is None:
+        return
+    for group in optimizer.param_groups:
+        group["params"] = [new if p is old else p for p in group["params"]]
+    state = optimizer.state.pop(old, None)
+    if state:
+        optimizer.state[new] = {
+            key: v.index_select(dim, index).contiguous()
+            if torch.is_tensor(v) and v.dim() == old.dim() and v.shape[dim] == old_len
+            else v
+            for key, v in state.items()
+        }
+
+
+def _zero_rows_state(param: nn.Parameter, rows: torch.Tensor, optimizer) -> None:
+    with torch.no_grad():
+        param.data.index_fill_(0, rows, 0.0)
+    if optimizer is None:
+        return
+    for key, v in optimizer.state.get(param, {}).items():
+        if key != "step" and torch.is_tensor(v) and v.dim() >= 1 and v.shape[0] == param.shape[0]:
+            v.index_fill_(0, rows, 0.0)
+
+
+class Simplifier:
+    """meSimp for an ``MLP`` (hidden ``MePropLinear`` layers, then ``output``).
+
+    Args:
+        model: an ``mesimp_lib.MLP`` (anything with ``.hidden`` layers and ``.output``).
+        prune_rate: in [0, 1]; unit j is removed if ``hits[j] < floor(prune_rate * seen)``.
+        realisation: "physical" (delete rows/columns, slice optimizer state) or "mask".
+        record, count_zero_hits: see ``ActivityRecord``.
+        min_units: a prune never leaves a layer with fewer units (default 1).
+
+    ``prune(optimizer)`` applies one prune step to every hidden layer and returns the event
+    (widths, removed counts, thresholds, which layers were held at ``min_units``).
+    ``unit_ids[l]`` maps the current rows of layer l to their original unit numbers.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        prune_rate: float = 0.1,
+        realisation: str = "physical",
+        record: str = "per_example",
+        count_zero_hits: bool = False,
+        min_units: int = 1,
+    ):
+        self.prune_rate = _check_rate(prune_rate)
+        if realisation not in REALISATIONS:
+            raise ValueError(f"realisation={realisation!r} is not allowed; allowed: {', '.join(REALISATIONS)}")
+        if isinstance(min_units, bool) or not isinstance(min_units, int) or min_units < 1:
+            raise ValueError(f"min_units={min_units!r} must be an int >= 1")
+        self.realisation = realisation
+        self.min_units = min_units
+        self.model = model
+        self.layers: list[MePropLinear] = list(model.hidden)
+        self.next_layers: list[nn.Module] = list(model.hidden[1:]) + [model.output]
+        for layer in self.layers:
+            if not isinstance(layer, MePropLinear):
+                raise ValueError(f"meSimp needs MePropLinear hidden layers, got {type(layer).__name__}")
+        dev = self.layers[0].weight.device
+        self.records = [ActivityRecord(l.out_features, record, count_zero_hits, dev) for l in self.layers]
+        self.unit_ids = [torch.arange(l.out_features, device=dev) for l in self.layers]
+        self.alive = [torch.ones(l.out_features, dtype=torch.bool, device=dev) for l in self.layers]
+        for layer, rec in zip(self.layers, self.records):
+            layer.hooks.observers.append(rec)
+        self.events: list[dict] = []
+
+    @property
+    def widths(self) -> list[int]:
+        """Units still in each hidden layer."""
+        return [int(a.sum()) for a in self.alive]
+
+    def detach(self) -> None:
+        """Stop recording (removes the observers from the layers)."""
+        for layer, rec in zip(self.layers, self.records):
+            if rec in layer.hooks.observers:
+                layer.hooks.observers.remove(rec)
+
+    def prune(self, optimizer: torch.optim.Optimizer | None = None) -> dict:
+        """One prune step on every hidden layer; clears the records."""
+        event = {"widths_before": self.widths, "removed": [], "threshold": [], "seen": [], "kept_minimum": []}
+        for i, (layer, nxt, rec) in enumerate(zip(self.layers, self.next_layers, self.records)):
+            alive = self.alive[i] if self.realisation == "mask" else None
+            keep, held = rec.keep_mask(self.prune_rate, self.min_units, alive)
+            event["threshold"].append(rec.threshold(self.prune_rate))
+            event["seen"].append(rec.seen)
+            event["kept_minimum"].append(held)
+            if self.realisation == "physical":
+                removed = int((~keep).sum())
+                if removed:
+                    idx = keep.nonzero().squeeze(1)
+                    self._remove_physically(layer, nxt, idx, optimizer)
+                    self.unit_ids[i] = self.unit_ids[i][idx]
+                    self.alive[i] = torch.ones(idx.numel(), dtype=torch.bool, device=idx.device)
+                    self.records[i].hits = self.records[i].hits[idx]
+            else:
+                newly = self.alive[i] & ~keep
+                removed = int(newly.sum())
+                self.alive[i] = keep.clone()
+                if removed:
+                    self._remove_masked(layer, newly.nonzero().squeeze(1), optimizer, self.alive[i])
+            event["removed"].append(removed)
+            rec.clear()
+        event["widths"] = self.widths
+        self.events.append(event)
+        return event
+
+    @staticmethod
+    def _remove_physically(layer: MePropLinear, nxt: nn.Module, idx: torch.Tensor, optimizer) -> None:
+        _slice_param(layer, "weight", idx, 0, optimizer)
+        if layer.bias is not None:
+            _slice_param(layer, "bias", idx, 0, optimizer)
+        _slice_param(nxt, "weight", idx, 1, optimizer)
+
+    @staticmethod
+    def _remove_masked(layer: MePropLinear, rows: torch.Tensor, optimizer, alive: torch.Tensor) -> None:
+        _zero_rows_state(layer.weight, rows, optimizer)
+        if layer.bias is not None:
+            _zero_rows_state(layer.bias, rows, optimizer)
+        layer.hooks.grad_mask = alive.to(layer.weight.dtype)
+
+    def __repr__(self) -> str:
+        return (
+            f"Simplifier(prune_rate={self.prune_rate}, realisation={self.realisation}, "
+            f"widths={self.widths}, prunes={len(self.events)})"
+        )
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+
+def save_model(model: nn.Module, path: str | Path, extra: dict | None = None) -> Path:
+    """Save an ``MLP`` (any widths) with its shapes, atomically (temp file + rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "format": "mesimp_lib.MLP/1",
+        "in_features": model.hidden[0].in_features,
+        "widths": model.widths,
+        "out_features": model.output.out_features,
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "extra": extra or {},
+    }
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        torch.save(payload, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_model(path: str | Path, model: nn.Module | None = None, **mlp_kwargs) -> nn.Module:
+    """Load a saved ``MLP``. Without ``model``, one is built at the saved widths (extra
+    keyword arguments such as ``k`` go to ``MLP``). With ``model``, its shapes must match the
+    checkpoint's; otherwise a ``ValueError`` says which."""
+    from .tasks.mnist import MLP
+
+    payload = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(payload, dict) or payload.get("format") != "mesimp_lib.MLP/1":
+        raise ValueError(f"{path} is not a mesimp_lib MLP checkpoint (saved with mesimp_lib.mesimp.save_model)")
+    if model is None:
+        model = MLP(payload["in_features"], payload["widths"], out_features=payload["out_features"], **mlp_kwargs)
+    want = {k: tuple(v.shape) for k, v in payload["state_dict"].items()}
+    have = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    if want != have:
+        diff = [f"{k}: checkpoint {want.get(k)} vs model {have.get(k)}" for k in sorted(set(want) | set(have)) if want.get(k) != have.get(k)]
+        raise ValueError(
+            f"checkpoint {path} (hidden widths {payload['widths']}) does not fit this model "
+            f"(hidden widths {getattr(model, 'widths', '?')}): " + "; ".join(diff[:4])
+        )
+    device = next(model.parameters()).device
+    model.load_state_dict({k: v.to(device) for k, v in payload["state_dict"].items()})
+    return model
