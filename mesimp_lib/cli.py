@@ -121,6 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_flags(t)
     t.add_argument("--json", metavar="PATH", help="write the full result as JSON (atomically)")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
+    t.add_argument("--save-model", metavar="PATH", help="save the trained (possibly simplified) model, atomically")
     b = sub.add_parser("bench", help="backward-speed benchmark (PERFORMANCE.md method)")
     b.add_argument("--quick", action="store_true", help="a small grid (seconds, for tests)")
     b.add_argument("--json", metavar="PATH", help="write the results as JSON")
@@ -175,7 +176,7 @@ def main(argv=None) -> int:
     from . import experiments
 
     if args.command == "experiment":
-        suites = list(experiments.SUITES) if args.suite == "all" else [args.suite]
+        suites = [*experiments.SUITES, "mesimp_inference"] if args.suite == "all" else [args.suite]
         try:
             for suite in suites:
                 experiments.run_suite(suite, jobs=args.jobs, dry_run=args.dry_run)
@@ -183,7 +184,7 @@ def main(argv=None) -> int:
             print(f"python -m mesimp_lib experiment: error: {e}", file=sys.stderr)
             return 2
         return 0
-    for suite in experiments.SUITES:
+    for suite in [*experiments.SUITES, "mesimp_inference"]:
         print(f"## {suite}\n\n{experiments.summarize_suite(suite)}")
     if args.readme:
         experiments.update_readme(args.readme)
@@ -201,11 +202,17 @@ def _train(args) -> int:
         print(f"python -m mesimp_lib train: error: {e}", file=sys.stderr)
         return 2
     try:
-        result = train(config, progress=not args.quiet)
+        result = train(config, progress=not args.quiet, return_model=bool(args.save_model))
     except (FileNotFoundError, ValueError) as e:
         print(f"python -m mesimp_lib train: error: {e}", file=sys.stderr)
         return 1
+    model = result.pop("model", None)
     print(summary(result))
+    if args.save_model:
+        from .mesimp import save_model
+
+        save_model(model, args.save_model, extra={"command": result["command"], "final_test_acc": result["final_test_acc"]})
+        print(f"  saved the model to {args.save_model}")
     if args.json:
         path = write_json_atomic(args.json, result)
         print(f"  wrote {path}")

@@ -14,7 +14,7 @@ import statistics
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict
+from dataclasses import fields
 from pathlib import Path
 
 from .results import read_json
@@ -37,11 +37,47 @@ def _meprop_mnist() -> dict[str, TrainConfig]:
     return runs
 
 
-SUITES = {"meprop_mnist": _meprop_mnist}
+MESIMP_MNIST = dict(batch_size=100, epochs=20, grad_clip=5.0, prune_rate=0.1, cycle_epochs=5, prunes_per_epoch=8)
+
+
+def _mesimp_mnist() -> dict[str, TrainConfig]:
+    """The authors' meSimp MNIST config (k=160) and a small-k one (k=20), plus the dense
+    500-500 baseline trained the same way (batch 100, clip 5)."""
+    runs = {}
+    for seed in SEEDS:
+        runs[f"dense-500-s{seed}"] = TrainConfig(method="dense", k=None, seed=seed, batch_size=100, epochs=20, grad_clip=5.0)
+        for k in (160, 20):
+            runs[f"mesimp-k{k}-s{seed}"] = TrainConfig(method="mesimp", k=k, seed=seed, **MESIMP_MNIST)
+    return runs
+
+
+def _mesimp_same_size() -> dict[str, TrainConfig]:
+    """A dense MLP trained from scratch at the widths meSimp ended with (same seed, same
+    training set-up): the comparison that says whether the simplified model is more than
+    a small model. Needs the mesimp_mnist results first."""
+    runs = {}
+    for seed in SEEDS:
+        for k in (160, 20):
+            src = results_dir("mesimp_mnist") / f"mesimp-k{k}-s{seed}.json"
+            if not src.exists():
+                continue
+            widths = read_json(src)["final_widths"]
+            runs[f"dense-at-mesimp-k{k}-widths-s{seed}"] = TrainConfig(
+                method="dense", k=None, hidden=list(widths), seed=seed, batch_size=100, epochs=20, grad_clip=5.0
+            )
+    return runs
+
+
+SUITES = {"meprop_mnist": _meprop_mnist, "mesimp_mnist": _mesimp_mnist, "mesimp_same_size": _mesimp_same_size}
+SAVE_MODELS = {"mesimp_mnist"}  # suites whose trained models are kept (small: they were simplified)
 
 PAPER = {
     "meprop_mnist": "Paper (ICML 2017, Table 1, Adam, batch 10, C#): dense 97.82, meProp k=20 98.01; "
-    "backprop time of the linear parts 169.5 s -> 7.9 s (21.4x)."
+    "backprop time of the linear parts 169.5 s -> 7.9 s (21.4x).",
+    "mesimp_mnist": "Paper (meSimp, authors' README): dense 500 dims 98.20; meSimp top-160 154 average dims "
+    "(30.8%) at 98.31.",
+    "mesimp_same_size": "The paper's argument: the simplified model does better than the same-size model "
+    "trained from scratch.",
 }
 
 
@@ -49,19 +85,39 @@ def results_dir(suite: str) -> Path:
     return data_root() / "results" / suite
 
 
-def _command(cfg: TrainConfig, path: Path) -> list[str]:
-    return [sys.executable, "-m", "mesimp_lib", *cfg.to_cli().split()[3:], "--json", str(path), "--quiet"]
+def _command(cfg: TrainConfig, path: Path, save_model: bool = False) -> list[str]:
+    cmd = [sys.executable, "-m", "mesimp_lib", *cfg.to_cli().split()[3:], "--json", str(path), "--quiet"]
+    if save_model and cfg.method == "mesimp":
+        cmd += ["--save-model", str(path.with_suffix(".pt"))]
+    return cmd
+
+
+def _same_config(stored: dict | None, cfg: TrainConfig) -> bool:
+    """A stored run counts as done if its config equals ``cfg`` (fields added to TrainConfig
+    since it was written take their defaults)."""
+    if not stored:
+        return False
+    names = {f.name for f in fields(TrainConfig)}
+    try:
+        return TrainConfig(**{k: v for k, v in stored.items() if k in names}) == cfg
+    except ValueError:
+        return False
 
 
 def run_suite(suite: str, jobs: int = 1, dry_run: bool = False, log=print) -> list[Path]:
     """Run the suite's missing runs (``jobs`` at a time, 1 thread each). Returns new files."""
+    if suite == "mesimp_inference":
+        if not dry_run:
+            inference_speed()
+            log("mesimp_inference: wrote " + str(results_dir("mesimp_inference") / "inference.json"))
+        return []
     if suite not in SUITES:
-        raise ValueError(f"suite={suite!r} is unknown; allowed: {', '.join(SUITES)}")
+        raise ValueError(f"suite={suite!r} is unknown; allowed: {', '.join([*SUITES, 'mesimp_inference'])}")
     out = results_dir(suite)
     todo = []
     for name, cfg in SUITES[suite]().items():
         path = out / f"{name}.json"
-        if path.exists() and read_json(path).get("config") == asdict(cfg):
+        if path.exists() and _same_config(read_json(path).get("config"), cfg):
             continue
         todo.append((name, cfg, path))
     log(f"{suite}: {len(todo)} run(s) to do, results in {out}")
@@ -72,7 +128,7 @@ def run_suite(suite: str, jobs: int = 1, dry_run: bool = False, log=print) -> li
 
     def one(item):
         name, cfg, path = item
-        proc = subprocess.run(_command(cfg, path), capture_output=True, text=True)
+        proc = subprocess.run(_command(cfg, path, suite in SAVE_MODELS), capture_output=True, text=True)
         if proc.returncode != 0:
             raise RuntimeError(f"{name} failed:\n{proc.stderr[-2000:]}")
         log(f"  done {name}: test {read_json(path)['test_acc']:.4f}")
@@ -90,17 +146,27 @@ def _mean_sd(values: list[float]) -> str:
     return f"{100 * m:.2f} ± {100 * sd:.2f}"
 
 
-def summarize_suite(suite: str) -> str:
-    """A Markdown table from the stored JSON of one suite."""
-    files = sorted(results_dir(suite).glob("*.json"))
+def _load_groups(suite: str) -> dict[str, list[dict]]:
     groups: dict[str, list[dict]] = {}
-    for f in files:
-        r = read_json(f)
-        groups.setdefault(re.sub(r"-s\d+$", "", f.stem), []).append(r)
-    if not groups:
-        return f"_No stored results for `{suite}` yet: run `python -m mesimp_lib experiment {suite}`._\n"
-    dense = groups.get("dense", [])
-    dense_bwd = {r["config"]["seed"]: r["timing"]["backward_s"] for r in dense}
+    for f in sorted(results_dir(suite).glob("*.json")):
+        groups.setdefault(re.sub(r"-s\d+$", "", f.stem), []).append(read_json(f))
+    return groups
+
+
+def _footer(suite: str, groups: dict[str, list[dict]]) -> list[str]:
+    env = next(iter(groups.values()))[0]["environment"]
+    return [
+        "",
+        PAPER.get(suite, ""),
+        "",
+        f"Ours: `python -m mesimp_lib experiment {suite} --jobs 2` (the exact command of every run is in its "
+        f"JSON under `data/results/{suite}/`); {env['cpu']}, torch {env['torch']}, 1 thread per run, two runs "
+        "in parallel.",
+    ]
+
+
+def _table_meprop(suite: str, groups: dict[str, list[dict]]) -> list[str]:
+    dense_bwd = {r["config"]["seed"]: r["timing"]["backward_s"] for r in groups.get("dense", [])}
     lines = [
         "| run | seeds | test acc % (mean ± sd) | best dev % | backprop ratio | backward s / run | "
         "backward speedup vs dense (same seed) | whole run s |",
@@ -108,23 +174,166 @@ def summarize_suite(suite: str) -> str:
     ]
     for name, rs in groups.items():
         seeds = sorted(r["config"]["seed"] for r in rs)
-        bwd = [r["timing"]["backward_s"] for r in rs]
         ratios = [dense_bwd[r["config"]["seed"]] / r["timing"]["backward_s"] for r in rs if r["config"]["seed"] in dense_bwd]
         lines.append(
             f"| {name} | {','.join(map(str, seeds))} | {_mean_sd([r['test_acc'] for r in rs])} | "
             f"{_mean_sd([r['best_dev_acc'] for r in rs])} | {100 * rs[0]['backprop_ratio']:.1f}% | "
-            f"{statistics.mean(bwd):.1f} | {statistics.mean(ratios):.2f}x | "
+            f"{statistics.mean(r['timing']['backward_s'] for r in rs):.1f} | "
+            f"{statistics.mean(ratios):.2f}x | {statistics.mean(r['timing']['total_s'] for r in rs):.0f} |"
+        )
+    return lines + [
+        "",
+        "Backward time is the whole `loss.backward()` of the model (all layers, non-linearities, "
+        "PyTorch overhead), not only the linear parts as in the paper's Table 1.",
+    ]
+
+
+def _widths(r: dict) -> list[int]:
+    return r.get("final_widths") or r["widths"]
+
+
+def _table_mesimp(suite: str, groups: dict[str, list[dict]]) -> list[str]:
+    lines = [
+        "| run | seeds | test acc % (mean ± sd) | final widths per seed | average width (mean) | "
+        "share of 500 | parameters kept | whole run s |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, rs in groups.items():
+        rs = sorted(rs, key=lambda r: r["config"]["seed"])
+        avg = statistics.mean(sum(_widths(r)) / len(_widths(r)) for r in rs)
+        params = [r["params"]["ratio"] for r in rs if "params" in r]
+        lines.append(
+            f"| {name} | {','.join(str(r['config']['seed']) for r in rs)} | {_mean_sd([r['test_acc'] for r in rs])} | "
+            f"{' '.join(str(_widths(r)) for r in rs)} | {avg:.1f} | {100 * avg / 500:.1f}% | "
+            f"{f'{100 * statistics.mean(params):.1f}%' if params else '100%'} | "
             f"{statistics.mean(r['timing']['total_s'] for r in rs):.0f} |"
         )
-    env = read_json(files[0])["environment"]
+    return lines
+
+
+def _table_same_size(suite: str, groups: dict[str, list[dict]]) -> list[str]:
+    lines = [
+        "| widths from | seed | widths | dense from scratch at these widths, test % | meSimp, test % | "
+        "meSimp minus dense |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, rs in groups.items():
+        k = re.search(r"mesimp-k(\d+)", name).group(1)
+        for r in sorted(rs, key=lambda r: r["config"]["seed"]):
+            seed = r["config"]["seed"]
+            src = results_dir("mesimp_mnist") / f"mesimp-k{k}-s{seed}.json"
+            m = read_json(src)["test_acc"] if src.exists() else None
+            diff = f"{100 * (m - r['test_acc']):+.2f}" if m is not None else "-"
+            lines.append(
+                f"| meSimp k={k} | {seed} | {r['config']['hidden']} | {100 * r['test_acc']:.2f} | "
+                f"{'-' if m is None else f'{100 * m:.2f}'} | {diff} |"
+            )
+    return lines
+
+
+TABLES = {"meprop_mnist": _table_meprop, "mesimp_mnist": _table_mesimp, "mesimp_same_size": _table_same_size}
+
+
+def summarize_suite(suite: str) -> str:
+    """A Markdown table from the stored JSON of one suite."""
+    if suite == "mesimp_inference":
+        return _table_inference()
+    groups = _load_groups(suite)
+    if not groups:
+        return f"_No stored results for `{suite}` yet: run `python -m mesimp_lib experiment {suite}`._\n"
+    return "\n".join(TABLES[suite](suite, groups) + _footer(suite, groups)) + "\n"
+
+
+# ----------------------------------------------------------------------------- inference speed
+
+
+def inference_speed(rounds: int = 15) -> dict:
+    """Time the simplified (physical) meSimp models against the original 784-500-500-10 shape
+    on the MNIST test set, batch 1 and batch 1000, 1 thread, interleaved in one process.
+
+    Inference time depends on the shapes only, so the original-size model is a fresh
+    784-500-500-10 network; the simplified ones are the saved trained models, whose test
+    accuracy is re-computed here as a check."""
+    import time
+
+    import torch
+
+    from .mesimp import load_model
+    from .results import environment, write_json_atomic
+    from .tasks.mnist import MLP, accuracy, load_mnist
+
+    torch.set_num_threads(1)
+    data = load_mnist()
+    torch.manual_seed(0)
+    original = MLP().to_sequential().eval()
+    n_orig = sum(p.numel() for p in original.parameters())
+    x1 = data.test_x[:1000]  # batch 1: the first 1,000 test images one at a time
+    rows = []
+    for model_path in sorted(results_dir("mesimp_mnist").glob("mesimp-*.pt")):
+        small_mlp = load_model(model_path)
+        acc = accuracy(small_mlp, data.test_x, data.test_y)
+        small = small_mlp.to_sequential().eval()
+        entry = {"model": model_path.name, "widths": small_mlp.widths, "test_acc_final_model": acc,
+                 "params": sum(p.numel() for p in small.parameters()), "params_original": n_orig}
+        for batch in (1, 1000):
+            def run(m, batch=batch):
+                with torch.no_grad():
+                    if batch == 1:
+                        for i in range(len(x1)):
+                            m(x1[i : i + 1])
+                    else:
+                        for i in range(0, len(data.test_x), batch):
+                            m(data.test_x[i : i + batch])
+
+            for _ in range(2):
+                run(original)
+                run(small)
+            ratios, t_o, t_s = [], [], []
+            for _ in range(rounds):
+                ts = []
+                for m in (original, small, small, original):
+                    t = time.perf_counter()
+                    run(m)
+                    ts.append(time.perf_counter() - t)
+                ratios.append((ts[0] + ts[3]) / (ts[1] + ts[2]))
+                t_o += [ts[0], ts[3]]
+                t_s += [ts[1], ts[2]]
+            entry[f"batch{batch}"] = {
+                "images": len(x1) if batch == 1 else len(data.test_x),
+                "original_ms": 1e3 * statistics.median(t_o), "simplified_ms": 1e3 * statistics.median(t_s),
+                "speedup": statistics.median(ratios),
+            }
+        entry["param_ratio"] = entry["params"] / n_orig
+        rows.append(entry)
+    out = {"rows": rows, "rounds": rounds, "command": "python -m mesimp_lib experiment mesimp_inference",
+           "environment": environment()}
+    write_json_atomic(results_dir("mesimp_inference") / "inference.json", out)
+    return out
+
+
+def _table_inference() -> str:
+    path = results_dir("mesimp_inference") / "inference.json"
+    if not path.exists():
+        return "_No stored results yet: run `python -m mesimp_lib experiment mesimp_inference`._\n"
+    res = read_json(path)
+    lines = [
+        "| model | widths | parameters (share of 784-500-500-10) | test acc % (final model) | "
+        "batch 1: original / simplified ms, speedup | batch 1000: original / simplified ms, speedup |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in res["rows"]:
+        b1, bk = r["batch1"], r["batch1000"]
+        lines.append(
+            f"| {r['model']} | {r['widths']} | {r['params']:,} ({100 * r['param_ratio']:.1f}%) | "
+            f"{100 * r['test_acc_final_model']:.2f} | {b1['original_ms']:.1f} / {b1['simplified_ms']:.1f}, "
+            f"**{b1['speedup']:.2f}x** | {bk['original_ms']:.1f} / {bk['simplified_ms']:.1f}, **{bk['speedup']:.2f}x** |"
+        )
+    env = res["environment"]
     lines += [
         "",
-        f"{PAPER.get(suite, '')}",
-        "",
-        f"Ours: `python -m mesimp_lib experiment {suite}` (commands in each JSON under "
-        f"`data/results/{suite}/`), {env['cpu']}, torch {env['torch']}, 1 thread per run, "
-        "two runs in parallel. Backward time is the whole `loss.backward()` of the model "
-        "(all layers, non-linearities, PyTorch overhead), not only the linear parts.",
+        f"`{res['command']}`: plain `nn.Sequential` exports, `torch.no_grad`, 1 thread, original and "
+        f"simplified interleaved in one process, median of {res['rounds']} rounds; batch 1 = the first 1,000 "
+        f"test images one at a time, batch 1000 = all 10,000. {env['cpu']}, torch {env['torch']}.",
     ]
     return "\n".join(lines) + "\n"
 
@@ -133,7 +342,7 @@ def update_readme(readme: str | Path, suites=None) -> None:
     """Replace the text between ``<!-- results:SUITE -->`` and ``<!-- /results:SUITE -->``."""
     path = Path(readme)
     text = path.read_text()
-    for suite in suites or SUITES:
+    for suite in suites or [*SUITES, "mesimp_inference"]:
         start, end = f"<!-- results:{suite} -->", f"<!-- /results:{suite} -->"
         if start in text and end in text:
             a = text.index(start) + len(start)
