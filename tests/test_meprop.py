@@ -96,7 +96,7 @@ def test_bad_weight_grad_and_sizes():
     n_in=st.integers(1, 12),
     n_out=st.integers(1, 14),
     k=st.integers(0, 16),
-    mode=st.sampled_from(["per_example", "unified"]),
+    mode=st.sampled_from(["per_example", "unified", "random"]),
     weight_grad=st.sampled_from(["buffer", "dense", "sparse"]),
     compact=st.sampled_from([0.0, 0.5, 1.0]),
     seed=st.integers(0, 10_000),
@@ -108,7 +108,8 @@ def test_gradients_equal_masked_reference(b, n_in, n_out, k, mode, weight_grad, 
     layer = MePropLinear(n_in, n_out, k, mode, weight_grad=weight_grad, compact_threshold=compact).double()
     gx, gw, gb = run_layer(layer, x, g)
     kk = resolve_k(k, n_out)
-    rx, rw, _ = masked_reference(x, layer.weight.detach(), g, kk, mode)
+    idx = layer.stats.last_indices if mode == "random" and kk is not None else None  # random: the drawn set
+    rx, rw, _ = masked_reference(x, layer.weight.detach(), g, kk, mode, idx=idx)
     torch.testing.assert_close(gx, rx)
     torch.testing.assert_close(gw, rw)
     torch.testing.assert_close(gb, g.sum(0))  # bias gradient is dense by default
