@@ -42,10 +42,14 @@ HELP = {
     "record": "meSimp: count hits per_example or unified",
     "count_zero_hits": "meSimp: count selected units whose gradient is exactly 0",
     "min_units": "meSimp: never prune a layer below this many units",
+    "meact_start_epoch": "meAct (reconstruction): epochs of normal training before active paths are used",
+    "meact_threshold": "meAct: inactive if S[e,j]/sum S[e,:] < threshold/width (statistic share)",
+    "meact_statistic": "meAct: share or max_ratio",
 }
 CHOICES = {"method": METHODS, "optimizer": OPTIMIZERS, "mode": ("per_example", "unified", "random"),
            "weight_grad": ("buffer", "dense", "sparse"), "task": ("mnist",),
-           "realisation": ("physical", "mask"), "reset": ("fresh", "moments"), "record": ("per_example", "unified")}
+           "realisation": ("physical", "mask"), "reset": ("fresh", "moments"), "record": ("per_example", "unified"),
+           "meact_statistic": ("share", "max_ratio")}
 
 
 class _Parser(argparse.ArgumentParser):

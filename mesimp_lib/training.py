@@ -20,17 +20,19 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .meprop import MODES, WEIGHT_GRADS, resolve_k
+from .meact import STATISTICS, MeAct
 from .mesimp import REALISATIONS, RECORDS, RESETS, Simplifier, cycle_phase, reset_optimizer_state
 from .results import environment
 from .tasks.mnist import MLP, accuracy, load_mnist
 
 __all__ = ["METHODS", "OPTIMIZERS", "TrainConfig", "build_model", "make_optimizer", "train"]
 
-METHODS = ("dense", "meprop", "random", "mesimp")
+METHODS = ("dense", "meprop", "random", "mesimp", "meact")
 OPTIMIZERS = ("adam", "adagrad")
 TASKS = ("mnist",)
 MESIMP_FIELDS = ("prune_rate", "cycle_epochs", "prunes_per_epoch", "realisation", "reset", "record",
                  "count_zero_hits", "min_units")
+MEACT_FIELDS = ("meact_start_epoch", "meact_threshold", "meact_statistic")
 
 
 @dataclass
@@ -67,6 +69,10 @@ class TrainConfig:
     record: str = "per_example"  # meSimp hit counting: per_example | unified
     count_zero_hits: bool = False  # count selected units whose gradient is exactly 0
     min_units: int = 1  # a prune never leaves a layer smaller than this
+    # meAct (method="meact"; a reconstruction, METHODS.md section 3; dense backprop otherwise)
+    meact_start_epoch: int = 5  # epochs of normal training before active-path finding starts
+    meact_threshold: float = 1.0  # inactive if S[e,j]/sum_i S[e,i] < threshold/width ("share")
+    meact_statistic: str = "share"  # share | max_ratio (S[e,j]/max_i S[e,i] < threshold)
 
     def __post_init__(self) -> None:
         def bad(name, allowed):
@@ -88,6 +94,12 @@ class TrainConfig:
             bad("reset", ", ".join(RESETS))
         if self.record not in RECORDS:
             bad("record", ", ".join(RECORDS))
+        if self.meact_statistic not in STATISTICS:
+            bad("meact_statistic", ", ".join(STATISTICS))
+        if isinstance(self.meact_start_epoch, bool) or not isinstance(self.meact_start_epoch, int) or self.meact_start_epoch < 1:
+            bad("meact_start_epoch", "an int >= 1 (one epoch at least, so every example has stored activations)")
+        if isinstance(self.meact_threshold, bool) or not isinstance(self.meact_threshold, (int, float)) or self.meact_threshold < 0:
+            bad("meact_threshold", "a number >= 0")
         if isinstance(self.hidden, (list, tuple)):
             if not self.hidden or any(isinstance(h, bool) or not isinstance(h, int) or h < 1 for h in self.hidden):
                 bad("hidden", "an int >= 1 or a list of ints >= 1")
@@ -120,8 +132,8 @@ class TrainConfig:
 
     @property
     def hidden_k(self):
-        """The k the hidden layers get (None for the dense method)."""
-        return None if self.method == "dense" else self.k
+        """The k the hidden layers get (None for the dense method and meAct)."""
+        return None if self.method in ("dense", "meact") else self.k
 
     @property
     def hidden_mode(self) -> str:
@@ -139,8 +151,10 @@ class TrainConfig:
             v = getattr(self, f.name)
             if v == getattr(default, f.name) and f.name not in ("task", "method", "k", "seed"):
                 continue
-            if f.name in MESIMP_FIELDS and self.method != "mesimp":
+            if f.name in MESIMP_FIELDS and self.method != "mesimp" or f.name in MEACT_FIELDS and self.method != "meact":
                 continue
+            if f.name == "k" and self.method in ("dense", "meact") and v == default.k:
+                continue  # k is not used by these methods
             flag = "--" + f.name.replace("_", "-")
             if isinstance(v, bool):
                 if v:
@@ -289,6 +303,11 @@ def _train(config: TrainConfig, data, progress: bool, on_eval, return_model: boo
         k_prunes = min(config.prunes_per_epoch, steps_per_epoch)
         prune_after = {round((p + 1) * steps_per_epoch / k_prunes) - 1 for p in range(k_prunes)}
 
+    meact = None
+    if config.method == "meact":
+        meact = MeAct(model, n, config.meact_threshold, config.meact_statistic)
+    updates: list[dict] = []
+
     def prune(epoch_float: float) -> None:
         event = simp.prune(opt)
         timer.start()
@@ -309,10 +328,14 @@ def _train(config: TrainConfig, data, progress: bool, on_eval, return_model: boo
                     opt = make_optimizer(config, model.parameters())
                 else:
                     reset_optimizer_state(opt)
+        if meact is not None and epoch == config.meact_start_epoch:
+            meact.start()
         perm = torch.randperm(n, generator=gen).to(device)
         for i in range(steps_per_epoch):
             idx = perm[i * config.batch_size : (i + 1) * config.batch_size]
             xb, yb = train_x[idx], train_y[idx]
+            if meact is not None:
+                meact.set_batch(idx)
             timer.start()
             loss = F.cross_entropy(model(xb), yb)
             timer.stop("forward_s")
@@ -324,12 +347,16 @@ def _train(config: TrainConfig, data, progress: bool, on_eval, return_model: boo
             measure = config.rows_every and step % config.rows_every == 0
             if measure:
                 before = [layer.weight.detach().clone() for layer in hidden]
+                before_all = [p.detach().clone() for p in model.parameters()]
                 rows_grad.append(_rows_with_grad(hidden))
                 timer.start()
             opt.step()
             timer.stop("update_s")
             if measure:
                 rows_changed.append(_rows_changed(before, hidden))
+                change = sum(float((p.detach() - q).abs().sum()) for p, q in zip(model.parameters(), before_all))
+                updates.append({"step": step, "epoch": round(epoch + i / steps_per_epoch, 4),
+                                "mean_abs_update": change / sum(q.numel() for q in before_all)})
             step += 1
             loss_sum += loss.item()
             loss_n += 1
@@ -358,6 +385,10 @@ def _train(config: TrainConfig, data, progress: bool, on_eval, return_model: boo
             "average_width": round(sum(model.widths) / len(model.widths), 2),
             "params": {"start": n_params_start, "final": n_params, "ratio": round(n_params / n_params_start, 4)},
         }
+    if meact is not None:
+        meact.detach()
+        extra["meact"] = {**meact.stats(), "start_epoch": config.meact_start_epoch,
+                          "note": "meAct is a reconstruction from the paper's text (no released code)"}
     if return_model:
         extra["model"] = model
     return {
@@ -378,6 +409,12 @@ def _train(config: TrainConfig, data, progress: bool, on_eval, return_model: boo
             f"the optimizer step (sampled every {config.rows_every} steps)",
             "with_grad": mean_cols(rows_grad),
             "changed": mean_cols(rows_changed),
+        },
+        "updates": {
+            "note": "mean |parameter change| per parameter of one optimizer step (the update Adam really applied), "
+            f"sampled every {config.rows_every} steps",
+            "samples": [{**u, "mean_abs_update": round(u["mean_abs_update"], 9)} for u in updates],
+            "mean": round(sum(u["mean_abs_update"] for u in updates) / len(updates), 9) if updates else None,
         },
         "meprop": {
             "rows_touched_per_step": [round(s.mean_rows_touched_frac, 4) for s in stats],

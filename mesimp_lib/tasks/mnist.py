@@ -166,6 +166,7 @@ class MLP(nn.Module):
         )
         self.output = MePropLinear(widths[-1], out_features, k_out, mode, device=device, **layer_kwargs)
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.act_hook = None  # optional f(layer_index, h) -> h after each hidden activation (meAct)
 
     @property
     def widths(self) -> list[int]:
@@ -182,8 +183,11 @@ class MLP(nn.Module):
         self.output.k = k_out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for layer in self.hidden:
-            x = self.dropout(torch.relu(layer(x)))
+        for i, layer in enumerate(self.hidden):
+            h = torch.relu(layer(x))
+            if self.act_hook is not None:
+                h = self.act_hook(i, h)
+            x = self.dropout(h)
         return self.output(x)
 
     def to_sequential(self) -> nn.Sequential:
