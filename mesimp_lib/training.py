@@ -243,10 +243,17 @@ def train(config: TrainConfig, data=None, progress: bool = True, on_eval=None, r
     data = data if data is not None else load_mnist()
     old_threads = torch.get_num_threads()
     torch.set_num_threads(config.threads)
+    # Denormal floats: Adam's moments of parameters whose gradient is zero for a while (meProp's
+    # unselected rows, MNIST's always-black border pixels) decay into the denormal range, where
+    # CPU arithmetic is ~15x slower (measured: fused Adam step 0.35 ms -> 5.3 ms on 500x784).
+    # Flushing them to zero changes results only below 1.2e-38 and keeps timings honest.
+    # (torch cannot report the previous setting; it is restored to PyTorch's default, off.)
+    torch.set_flush_denormal(True)
     try:
         return _train(config, data, progress, on_eval, return_model)
     finally:
         torch.set_num_threads(old_threads)
+        torch.set_flush_denormal(False)
 
 
 def _train(config: TrainConfig, data, progress: bool, on_eval, return_model: bool) -> dict:
