@@ -15,7 +15,7 @@ ifeq ($(shell id -u),0)
   LAB_ARGS += --allow-root
 endif
 
-.PHONY: setup lab test test-unit test-notebooks bench results clean help
+.PHONY: setup lab test test-unit test-notebooks bench results results-quick clean help
 help:
 	@echo "make lab | make test | make bench | make results | make clean"
 
@@ -52,6 +52,10 @@ bench: setup
 results: setup
 	$(BIN)/python -m mesimp_lib experiment all --jobs 2
 	$(BIN)/python -m mesimp_lib summarize --readme README.md
+
+# re-compute the quick entries and check they equal the stored ones (under a minute)
+results-quick: setup
+	$(BIN)/python -m mesimp_lib experiment quick --verify
 
 clean:
 	rm -rf $(VENV) build *.egg-info mesimp_lib.egg-info

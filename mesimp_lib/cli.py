@@ -135,6 +135,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("suite", help="suite name, or 'all'")
     e.add_argument("--jobs", type=int, default=1, help="runs in parallel (1 thread each)")
     e.add_argument("--dry-run", action="store_true", help="list the missing runs only")
+    e.add_argument("--verify", action="store_true",
+                   help="re-compute the suite's stored runs in this process and check they are identical")
     s = sub.add_parser("summarize", help="print the result tables from data/results")
     s.add_argument("--readme", metavar="PATH", help="also rewrite the tables between the markers in PATH")
     return parser
@@ -181,6 +183,10 @@ def main(argv=None) -> int:
 
     if args.command == "experiment":
         suites = [*experiments.SUITES, "mesimp_inference"] if args.suite == "all" else [args.suite]
+        if args.verify:
+            ok = all(experiments.verify_suite(suite) for suite in suites)
+            print("all identical" if ok else "some runs differ from their stored results")
+            return 0 if ok else 1
         try:
             for suite in suites:
                 experiments.run_suite(suite, jobs=args.jobs, dry_run=args.dry_run)

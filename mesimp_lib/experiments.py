@@ -19,6 +19,7 @@ from pathlib import Path
 
 from .results import read_json
 from .tasks.mnist import data_root
+from .grid import GRID_SUITES, GRID_TABLES, _quick
 from .training import TrainConfig
 
 __all__ = ["SUITES", "results_dir", "run_suite", "summarize_suite", "update_readme"]
@@ -68,7 +69,13 @@ def _mesimp_same_size() -> dict[str, TrainConfig]:
     return runs
 
 
-SUITES = {"meprop_mnist": _meprop_mnist, "mesimp_mnist": _mesimp_mnist, "mesimp_same_size": _mesimp_same_size}
+SUITES = {
+    "meprop_mnist": _meprop_mnist,
+    "mesimp_mnist": _mesimp_mnist,
+    "mesimp_same_size": _mesimp_same_size,
+    **GRID_SUITES,
+    "quick": _quick,
+}
 SAVE_MODELS = {"mesimp_mnist"}  # suites whose trained models are kept (small: they were simplified)
 
 PAPER = {
@@ -78,6 +85,8 @@ PAPER = {
     "(30.8%) at 98.31.",
     "mesimp_same_size": "The paper's argument: the simplified model does better than the same-size model "
     "trained from scratch.",
+    "quick": "Quick entries (2,000 training images, 2 epochs): `make results-quick` re-computes them and checks "
+    "they equal the stored values.",
 }
 
 
@@ -231,17 +240,51 @@ def _table_same_size(suite: str, groups: dict[str, list[dict]]) -> list[str]:
     return lines
 
 
-TABLES = {"meprop_mnist": _table_meprop, "mesimp_mnist": _table_mesimp, "mesimp_same_size": _table_same_size}
+def _table_quick(suite: str, groups: dict[str, list[dict]]) -> list[str]:
+    lines = ["| entry | command | test acc % | best dev % |", "|---|---|---|---|"]
+    for name, rs in groups.items():
+        r = rs[0]
+        lines.append(f"| {name} | `{r['command'].replace(' --json OUT.json', '')}` | {100 * r['test_acc']:.2f} | "
+                     f"{100 * r['best_dev_acc']:.2f} |")
+    return lines
+
+
+TABLES = {"meprop_mnist": _table_meprop, "mesimp_mnist": _table_mesimp, "mesimp_same_size": _table_same_size,
+          **GRID_TABLES, "quick": _table_quick}
 
 
 def summarize_suite(suite: str) -> str:
     """A Markdown table from the stored JSON of one suite."""
     if suite == "mesimp_inference":
         return _table_inference()
+    if TABLES.get(suite, "") is None:
+        return ""  # shown inside another suite's table
     groups = _load_groups(suite)
     if not groups:
         return f"_No stored results for `{suite}` yet: run `python -m mesimp_lib experiment {suite}`._\n"
     return "\n".join(TABLES[suite](suite, groups) + _footer(suite, groups)) + "\n"
+
+
+def verify_suite(suite: str, log=print) -> bool:
+    """Re-compute every stored run of a suite in this process and compare its evaluation
+    history with the stored one (bit-for-bit on the same kind of machine, 1 thread)."""
+    from .training import train
+
+    ok = True
+    for name, cfg in SUITES[suite]().items():
+        path = results_dir(suite) / f"{name}.json"
+        if not path.exists():
+            log(f"  {name}: no stored result to compare with")
+            ok = False
+            continue
+        stored = read_json(path)
+        fresh = train(cfg, progress=False)
+        same = [(h["dev_acc"], h["test_acc"], h["train_loss"]) for h in fresh["history"]] == [
+            (h["dev_acc"], h["test_acc"], h["train_loss"]) for h in stored["history"]]
+        ok &= same
+        log(f"  {name}: {'identical' if same else 'DIFFERENT'} (test {100 * fresh['test_acc']:.2f}% vs stored "
+            f"{100 * stored['test_acc']:.2f}%)")
+    return ok
 
 
 # ----------------------------------------------------------------------------- inference speed
