@@ -182,7 +182,7 @@ def main(argv=None) -> int:
     from . import experiments
 
     if args.command == "experiment":
-        suites = [*experiments.SUITES, "mesimp_inference"] if args.suite == "all" else [args.suite]
+        suites = experiments.ALL if args.suite == "all" else [args.suite]
         if args.verify:
             ok = all(experiments.verify_suite(suite) for suite in suites)
             print("all identical" if ok else "some runs differ from their stored results")

@@ -69,13 +69,28 @@ def _mesimp_same_size() -> dict[str, TrainConfig]:
     return runs
 
 
+def _widget_shrinkage() -> dict[str, TrainConfig]:
+    """Small meSimp runs the layer-shrinkage widget switches between (prune rate x k)."""
+    return {
+        f"mesimp-p{p}-k{k}": TrainConfig(method="mesimp", k=k, prune_rate=p, seed=1, batch_size=50, epochs=4,
+                                         train_limit=10_000, cycle_epochs=1, prunes_per_epoch=4, evals_per_epoch=2)
+        for p in WIDGET_PRUNE_RATES for k in WIDGET_KS
+    }
+
+
+WIDGET_PRUNE_RATES = (0.05, 0.1, 0.2)
+WIDGET_KS = (10, 20, 40)
+
 SUITES = {
     "meprop_mnist": _meprop_mnist,
     "mesimp_mnist": _mesimp_mnist,
     "mesimp_same_size": _mesimp_same_size,
     **GRID_SUITES,
     "quick": _quick,
+    "widget_shrinkage": _widget_shrinkage,
 }
+# what `experiment all` (make results) runs, in dependency order
+ALL = [*[name for name in SUITES if name != "widget_shrinkage"], "mesimp_inference", "widgets"]
 SAVE_MODELS = {"mesimp_mnist"}  # suites whose trained models are kept (small: they were simplified)
 
 PAPER = {
@@ -115,6 +130,13 @@ def _same_config(stored: dict | None, cfg: TrainConfig) -> bool:
 
 def run_suite(suite: str, jobs: int = 1, dry_run: bool = False, log=print) -> list[Path]:
     """Run the suite's missing runs (``jobs`` at a time, 1 thread each). Returns new files."""
+    if suite == "widgets":
+        if not dry_run:
+            from .recordings import record_active_paths
+
+            log(f"widgets: wrote {record_active_paths()}")
+            run_suite("widget_shrinkage", jobs=jobs, log=log)
+        return []
     if suite == "mesimp_inference":
         if not dry_run:
             inference_speed()
@@ -249,12 +271,23 @@ def _table_quick(suite: str, groups: dict[str, list[dict]]) -> list[str]:
     return lines
 
 
-TABLES = {"meprop_mnist": _table_meprop, "mesimp_mnist": _table_mesimp, "mesimp_same_size": _table_same_size,
+def _table_widgets(suite: str, groups: dict[str, list[dict]]) -> list[str]:
+    return [f"{len(groups)} small meSimp runs (prune rate x k) for the layer-shrinkage widget."]
+
+
+TABLES = {"widget_shrinkage": _table_widgets, "meprop_mnist": _table_meprop, "mesimp_mnist": _table_mesimp, "mesimp_same_size": _table_same_size,
           **GRID_TABLES, "quick": _table_quick}
 
 
 def summarize_suite(suite: str) -> str:
     """A Markdown table from the stored JSON of one suite."""
+    if suite == "widgets":
+        if not dry_run:
+            from .recordings import record_active_paths
+
+            log(f"widgets: wrote {record_active_paths()}")
+            run_suite("widget_shrinkage", jobs=jobs, log=log)
+        return []
     if suite == "mesimp_inference":
         return _table_inference()
     if TABLES.get(suite, "") is None:

@@ -1,0 +1,304 @@
+"""Interactive apps (ipywidgets + plotly FigureWidget). Each factory returns an object with
+``controls`` (name -> widget), ``figures`` (name -> FigureWidget) and ``widget`` (the box to
+display); displaying the object shows the box. Tests drive them by setting
+``app.controls["k"].value`` and reading ``app.figures[...]``.
+
+    active_paths()     the layered network: units coloured by how often meProp selected
+                       them; one example's top-k path drawn (sliders: k, example, step)
+    layer_shrinkage()  meSimp widths over training, prune events, dev accuracy (sliders:
+                       prune rate, k; play through the prunes; "run live")
+    k_explorer()       accuracy against k (top-k, random, dense h = k) and one example's
+                       gradient at that k
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import ipywidgets as W
+import plotly.graph_objects as go
+import torch
+import torch.nn.functional as F
+
+from .. import experiments
+from ..grid import KS
+from ..recordings import PathObserver, load_active_paths
+from ..results import read_json
+from ..tasks.mnist import MLP, load_mnist
+from ..training import TrainConfig, train
+from . import figures as figs
+
+__all__ = ["ActivePathsApp", "KExplorerApp", "LayerShrinkageApp", "active_paths", "k_explorer", "layer_shrinkage"]
+
+
+class _App:
+    controls: dict
+    figures: dict
+    widget: W.Widget
+
+    def _ipython_display_(self):
+        from IPython.display import display
+
+        display(self.widget)
+
+
+# ----------------------------------------------------------------------------- active paths
+
+
+def compute_path(model: MLP, x: torch.Tensor, y: torch.Tensor) -> dict:
+    """One example through ``model``: per hidden layer the gradient and the selected units."""
+    observers = [PathObserver() for _ in model.hidden]
+    for layer, obs in zip(model.hidden, observers):
+        layer.hooks.observers.append(obs)
+    try:
+        model.zero_grad(set_to_none=True)
+        out = model(x)
+        F.cross_entropy(out, y).backward()
+    finally:
+        for layer, obs in zip(model.hidden, observers):
+            layer.hooks.observers.remove(obs)
+    layers = []
+    for obs in observers:
+        sel = obs.selection
+        idx = sel[0][0] if isinstance(sel, tuple) else (sel if sel is not None else torch.arange(obs.g.shape[1]))
+        layers.append({"g": obs.g[0].tolist(), "selected": sorted(int(i) for i in idx if obs.g[0, int(i)] != 0)})
+    return {"layers": layers, "pred": int(out.argmax(1)), "label": int(y)}
+
+
+class ActivePathsApp(_App):
+    """The active-paths view over a recorded run (``recordings.record_active_paths``)."""
+
+    def __init__(self, recording: dict | None = None, n_examples: int = 20):
+        self.rec = recording or load_active_paths()
+        data = load_mnist()
+        self.x, self.y = data.dev_x[:n_examples], data.dev_y[:n_examples]
+        self.model = MLP(hidden=self.rec["width"], layers=2, k=self.rec["ks"][0], mode="per_example")
+        self.controls = {
+            "k": W.SelectionSlider(options=self.rec["ks"], value=self.rec["ks"][1], description="k"),
+            "example": W.IntSlider(min=0, max=n_examples - 1, value=0, description="example"),
+            "step": W.SelectionSlider(options=self.rec["steps"], value=self.rec["steps"][-1], description="step"),
+        }
+        first = self.state()
+        self.figures = {
+            "network": go.FigureWidget(figs.network_figure(first)),
+            "digit": go.FigureWidget(figs.digit_figure(self.x[0], first)),
+        }
+        for c in self.controls.values():
+            c.observe(lambda _change: self.update(), names="value")
+        self.widget = W.VBox([
+            W.HBox(list(self.controls.values())),
+            W.HBox([self.figures["digit"], self.figures["network"]]),
+            W.HTML(figs.NETWORK_CAPTION),
+        ])
+
+    def state(self) -> dict:
+        k = self.controls["k"].value if hasattr(self, "controls") else self.rec["ks"][1]
+        e = self.controls["example"].value if hasattr(self, "controls") else 0
+        step = self.controls["step"].value if hasattr(self, "controls") else self.rec["steps"][-1]
+        snap = self.rec["runs"][k][self.rec["steps"].index(step)]
+        self.model.load_state_dict(snap["state_dict"])
+        for layer in self.model.hidden:
+            layer.k = k
+        path = compute_path(self.model, self.x[e : e + 1], self.y[e : e + 1])
+        seen = max(1, int(snap["examples"]))
+        path.update(k=k, step=step, example=e, width=self.rec["width"],
+                    shares=[(c.double() / seen).tolist() for c in snap["counts"]], examples_seen=int(snap["examples"]))
+        return path
+
+    def update(self) -> None:
+        s = self.state()
+        new = figs.network_figure(s)
+        with self.figures["network"].batch_update():
+            for trace, fresh in zip(self.figures["network"].data, new.data):
+                trace.update(fresh.to_plotly_json())
+            self.figures["network"].layout.title = new.layout.title
+        e = self.controls["example"].value
+        d = figs.digit_figure(self.x[e], s)
+        with self.figures["digit"].batch_update():
+            self.figures["digit"].data[0].z = d.data[0].z
+            self.figures["digit"].layout.title = d.layout.title
+
+
+def active_paths(**kwargs) -> ActivePathsApp:
+    return ActivePathsApp(**kwargs)
+
+
+# ----------------------------------------------------------------------------- layer shrinkage
+
+
+def _load_shrinkage_runs() -> dict:
+    runs = {}
+    folder = experiments.results_dir("widget_shrinkage")
+    for p in experiments.WIDGET_PRUNE_RATES:
+        for k in experiments.WIDGET_KS:
+            f = folder / f"mesimp-p{p}-k{k}.json"
+            if f.exists():
+                runs[(p, k)] = read_json(f)
+    if not runs:
+        raise FileNotFoundError(f"no recorded meSimp runs in {folder}: run `python -m mesimp_lib experiment widgets`")
+    return runs
+
+
+class LayerShrinkageApp(_App):
+    """meSimp's layer widths over training, from precomputed runs (prune rate x k)."""
+
+    def __init__(self, runs: dict | None = None):
+        self.runs = runs or _load_shrinkage_runs()
+        rates = sorted({p for p, _ in self.runs})
+        ks = sorted({k for _, k in self.runs})
+        self.controls = {
+            "prune_rate": W.SelectionSlider(options=rates, value=0.1 if 0.1 in rates else rates[0], description="prune rate"),
+            "k": W.SelectionSlider(options=ks, value=20 if 20 in ks else ks[0], description="k"),
+            "prune": W.IntSlider(min=0, max=1, value=1, description="prune #"),
+            "play": W.Play(min=0, max=1, value=1, interval=400, description="play"),
+            "run_live": W.Button(description="run live (small)", icon="play",
+                                 tooltip="train this prune rate and k on 5,000 images for 2 epochs (~15 s)"),
+        }
+        W.jslink((self.controls["play"], "value"), (self.controls["prune"], "value"))
+        self.progress = W.IntProgress(min=0, max=1, value=0, description="live run", layout=W.Layout(visibility="hidden"))
+        self.live: dict = {}
+        self.figures = {"widths": go.FigureWidget(figs.shrinkage_figure(self.current(), marker_at=None))}
+        self._sync_prune_range()
+        for name in ("prune_rate", "k", "prune"):
+            self.controls[name].observe(lambda _c: self.update(), names="value")
+        self.controls["run_live"].on_click(lambda _b: self.run_live())
+        self.widget = W.VBox([
+            W.HBox([self.controls["prune_rate"], self.controls["k"]]),
+            W.HBox([self.controls["play"], self.controls["prune"], self.controls["run_live"], self.progress]),
+            self.figures["widths"],
+            W.HTML(figs.SHRINKAGE_CAPTION),
+        ])
+        self.update()
+
+    def current(self) -> dict:
+        key = (self.controls["prune_rate"].value, self.controls["k"].value) if hasattr(self, "controls") else None
+        if key is None:
+            key = (0.1, 20) if (0.1, 20) in self.runs else next(iter(self.runs))
+        return self.live.get(key) or self.runs[key]
+
+    def _sync_prune_range(self) -> None:
+        """A newly chosen run starts at its last prune (the final widths); play steps from 0."""
+        r = self.current()
+        key = (self.controls["prune_rate"].value, self.controls["k"].value, bool(r.get("live")))
+        if key == getattr(self, "_key", None):
+            return
+        self._key = key
+        n = len(r["widths_history"]) - 1
+        for name in ("prune", "play"):
+            self.controls[name].max = max(1, n)
+        self.controls["prune"].value = n
+
+    def update(self) -> None:
+        self._sync_prune_range()
+        r = self.current()
+        new = figs.shrinkage_figure(r, marker_at=self.controls["prune"].value)
+        fig = self.figures["widths"]
+        with fig.batch_update():
+            if len(fig.data) != len(new.data):
+                fig.data = []
+                fig.add_traces(list(new.data))
+            else:
+                for trace, fresh in zip(fig.data, new.data):
+                    trace.update(fresh.to_plotly_json())
+            fig.layout.title = new.layout.title
+            fig.layout.shapes = new.layout.shapes
+
+    def run_live(self, train_limit: int = 5000, epochs: int = 2) -> dict:
+        """Train the current (prune rate, k) on a small subset and show it instead of the stored run."""
+        p, k = self.controls["prune_rate"].value, self.controls["k"].value
+        cfg = TrainConfig(method="mesimp", k=k, prune_rate=p, seed=1, batch_size=50, epochs=epochs,
+                          train_limit=train_limit, cycle_epochs=1, prunes_per_epoch=4, evals_per_epoch=5, rows_every=0)
+        self.progress.layout.visibility = "visible"
+        self.progress.max, self.progress.value = epochs * 5, 0
+
+        def tick(_point, _model):
+            self.progress.value += 1
+
+        result = train(cfg, progress=False, on_eval=tick)
+        result["live"] = True
+        self.live[(p, k)] = result
+        self.update()
+        return result
+
+
+def layer_shrinkage(**kwargs) -> LayerShrinkageApp:
+    return LayerShrinkageApp(**kwargs)
+
+
+# ----------------------------------------------------------------------------- k explorer
+
+
+@lru_cache(maxsize=1)
+def _demo_model() -> MLP:
+    """A 784-500-500-10 MLP trained densely for one quick epoch (5,000 images, seed 1)."""
+    cfg = TrainConfig(method="dense", epochs=1, train_limit=5000, batch_size=50, rows_every=0, evals_per_epoch=1)
+    return train(cfg, progress=False, return_model=True)["model"]
+
+
+def accuracy_curves() -> dict:
+    """Mean test accuracy (and sd) by k for top-k, random-k and dense h = k, from stored runs."""
+    import statistics
+
+    out = {}
+    for label, suite, name in (("meProp top-k", "k_grid", "topk-k{k}"), ("random-k", "k_grid", "random-k{k}"),
+                               ("dense MLP, h = k", "dense_h_k", "dense-h{k}")):
+        xs, ys, sds = [], [], []
+        for k in KS:
+            vals = [100 * read_json(f)["test_acc"] for s in (1, 2, 3)
+                    if (f := experiments.results_dir(suite) / f"{name.format(k=k)}-s{s}.json").exists()]
+            if vals:
+                xs.append(k)
+                ys.append(round(statistics.mean(vals), 2))
+                sds.append(round(statistics.stdev(vals), 2) if len(vals) > 1 else 0.0)
+        out[label] = (xs, ys, sds)
+    return out
+
+
+class KExplorerApp(_App):
+    def __init__(self, n_examples: int = 20):
+        data = load_mnist()
+        self.x, self.y = data.dev_x[:n_examples], data.dev_y[:n_examples]
+        self.curves = accuracy_curves()
+        self.model = _demo_model()
+        self.controls = {
+            "k": W.SelectionSlider(options=list(KS), value=20, description="k"),
+            "example": W.IntSlider(min=0, max=n_examples - 1, value=0, description="example"),
+        }
+        self.figures = {
+            "accuracy": go.FigureWidget(figs.k_curves_figure(self.curves, 20)),
+            "gradient": go.FigureWidget(figs.gradient_figure(self.gradient())),
+        }
+        for c in self.controls.values():
+            c.observe(lambda _c: self.update(), names="value")
+        self.widget = W.VBox([W.HBox(list(self.controls.values())),
+                              W.HBox([self.figures["accuracy"], self.figures["gradient"]]),
+                              W.HTML(figs.K_CAPTION)])
+
+    def gradient(self) -> dict:
+        k = self.controls["k"].value if hasattr(self, "controls") else 20
+        e = self.controls["example"].value if hasattr(self, "controls") else 0
+        layer = self.model.hidden[1]
+        old = layer.k
+        layer.k, layer.mode = k, "per_example"
+        try:
+            path = compute_path(self.model, self.x[e : e + 1], self.y[e : e + 1])
+        finally:
+            layer.k = old
+        g = path["layers"][1]["g"]
+        return {"g": g, "selected": path["layers"][1]["selected"], "k": k, "example": e, "label": path["label"]}
+
+    def update(self) -> None:
+        k = self.controls["k"].value
+        acc = figs.k_curves_figure(self.curves, k)
+        grad = figs.gradient_figure(self.gradient())
+        for name, new in (("accuracy", acc), ("gradient", grad)):
+            fig = self.figures[name]
+            with fig.batch_update():
+                for trace, fresh in zip(fig.data, new.data):
+                    trace.update(fresh.to_plotly_json())
+                fig.layout.shapes = new.layout.shapes
+                fig.layout.title = new.layout.title
+
+
+def k_explorer(**kwargs) -> KExplorerApp:
+    return KExplorerApp(**kwargs)

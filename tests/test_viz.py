@@ -1,0 +1,79 @@
+"""Widgets driven without a browser: set a control's value, the figure data must change."""
+
+import json
+
+import pytest
+
+pytest.importorskip("ipywidgets")
+
+from mesimp_lib.viz import apps  # noqa: E402
+
+
+def snapshot(fig):
+    return json.dumps(fig.to_plotly_json()["data"], sort_keys=True, default=str)
+
+
+@pytest.fixture(scope="module")
+def paths_app():
+    return apps.active_paths()
+
+
+def test_active_paths_k_example_and_step_change_the_plot(paths_app):
+    app = paths_app
+    net = app.figures["network"]
+    before = snapshot(net)
+    app.controls["k"].value = 16
+    after_k = snapshot(net)
+    assert after_k != before
+    assert len(app.state()["layers"][0]["selected"]) <= 16
+    app.controls["example"].value = 3
+    assert snapshot(net) != after_k
+    digit_before = snapshot(app.figures["digit"])
+    app.controls["example"].value = 4
+    assert snapshot(app.figures["digit"]) != digit_before
+    s = snapshot(net)
+    app.controls["step"].value = 0
+    assert snapshot(net) != s
+    # hover text explains each unit
+    assert "chosen for" in net.data[1].text[0]
+
+
+def test_active_path_has_at_most_k_units_per_layer(paths_app):
+    app = paths_app
+    for k in app.rec["ks"]:
+        app.controls["k"].value = k
+        for layer in app.state()["layers"]:
+            assert len(layer["selected"]) <= k
+
+
+def test_layer_shrinkage_sliders_switch_runs_and_play_steps():
+    app = apps.layer_shrinkage()
+    fig = app.figures["widths"]
+    before = snapshot(fig)
+    app.controls["prune_rate"].value = 0.2
+    assert snapshot(fig) != before
+    s = snapshot(fig)
+    app.controls["k"].value = 40
+    assert snapshot(fig) != s
+    s = snapshot(fig)
+    app.controls["prune"].value = 1
+    assert snapshot(fig) != s
+    assert "final widths" in fig.layout.title.text
+
+
+def test_layer_shrinkage_run_live_adds_a_live_run():
+    app = apps.layer_shrinkage()
+    result = app.run_live(train_limit=500, epochs=1)
+    assert result["live"] and "(live run)" in app.figures["widths"].layout.title.text
+    assert app.progress.value == app.progress.max
+
+
+def test_k_explorer_k_changes_both_figures():
+    app = apps.k_explorer()
+    acc, grad = app.figures["accuracy"], app.figures["gradient"]
+    a, g = snapshot(acc), json.dumps(grad.layout.title.text)
+    app.controls["k"].value = 80
+    assert acc.layout.shapes[0].x0 == 80
+    assert json.dumps(grad.layout.title.text) != g
+    colors = grad.data[0].marker.color
+    assert sum(c == "#d62728" for c in colors) <= 80
