@@ -79,7 +79,7 @@ def _widget_shrinkage() -> dict[str, TrainConfig]:
 
 
 WIDGET_PRUNE_RATES = (0.05, 0.1, 0.2)
-WIDGET_KS = (10, 20, 40)
+WIDGET_KS = (20, 80, 160)
 
 SUITES = {
     "meprop_mnist": _meprop_mnist,
