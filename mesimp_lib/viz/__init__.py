@@ -8,6 +8,7 @@ from .figures import (
     network_figure,
     shrinkage_figure,
     time_split_bars,
+    update_curves,
 )
 
 __all__ = [
@@ -21,6 +22,7 @@ __all__ = [
     "network_figure",
     "shrinkage_figure",
     "time_split_bars",
+    "update_curves",
 ]
 
 

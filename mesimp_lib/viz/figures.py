@@ -242,3 +242,25 @@ def gradient_figure(grad: dict) -> go.Figure:
         height=380, width=560, margin={"l": 60, "r": 20, "t": 50, "b": 40}, showlegend=False,
     )
     return fig
+
+
+def update_curves(results: dict[str, dict], start_epoch: float | None = None,
+                  title: str = "Average absolute parameter change per step") -> go.Figure:
+    """The optimizer's real step size over training (mean |delta theta| per parameter), per run."""
+    fig = go.Figure()
+    for i, (label, r) in enumerate(results.items()):
+        s = r["updates"]["samples"]
+        fig.add_trace(go.Scatter(
+            x=_r([u["epoch"] for u in s], 3), y=[float(f"{u['mean_abs_update']:.4g}") for u in s],
+            mode="lines", name=label, line={"color": PALETTE[i % len(PALETTE)]},
+            hovertemplate=f"{label}<br>epoch %{{x}}<br>mean |update| %{{y:.3g}}<extra></extra>"))
+    shapes = []
+    if start_epoch is not None:
+        shapes.append({"type": "line", "x0": start_epoch, "x1": start_epoch, "y0": 0, "y1": 1, "yref": "paper",
+                       "line": {"dash": "dot", "color": "#d62728"}})
+    fig.update_layout(
+        title=title, xaxis_title="epoch", yaxis={"title": "mean |parameter change| per step", "type": "log"},
+        shapes=shapes, template="plotly_white", height=380, legend_title="run",
+        margin={"l": 70, "r": 20, "t": 50, "b": 50},
+    )
+    return fig
