@@ -57,6 +57,7 @@ __all__ = [
 
 MODES = ("per_example", "unified", "random")
 WEIGHT_GRADS = ("buffer", "dense", "sparse")
+KERNELS = ("torch", "fused", "auto")
 
 
 def resolve_k(k, width: int, name: str = "k") -> int | None:
@@ -171,6 +172,7 @@ class _Plan:
     weight_grad: str
     count_zero_hits: bool
     compact_threshold: float
+    fused: bool = False  # use the native kernels of mesimp_lib.fused
 
 
 class LayerHooks:
@@ -223,6 +225,17 @@ class _RowGradBuffer:
         self.tensor, self.dirty, self.dirty_count = buf, [], 0
         return buf
 
+    def target(self, param: torch.Tensor) -> torch.Tensor:
+        """The tensor a kernel should accumulate this step's rows into (assigned to ``param.grad``)."""
+        if param.grad is None:
+            param.grad = self._fresh(param)
+        return param.grad
+
+    def mark(self, param: torch.Tensor, rows: torch.Tensor) -> None:
+        """Record rows a kernel wrote into ``target(param)``."""
+        if param.grad is self.tensor:
+            self._mark(rows, param.shape[0])
+
     def write(self, param: torch.Tensor, rows: torch.Tensor | None, values: torch.Tensor) -> None:
         """Accumulate ``values`` (rows of the gradient, or the full gradient if rows is None)."""
         g = param.grad
@@ -264,6 +277,7 @@ class MePropLinearFunction(torch.autograd.Function):
         x, weight = ctx.saved_tensors
         plan, stats = ctx.plan, ctx.stats
         need_x, need_w, need_b = ctx.needs_input_grad[:3]
+        wants_w = need_w  # for the stats (a fused kernel writes dW itself)
         n, out = g.shape
         in_f = x.shape[1]
         grad_x = grad_w = grad_b = None
@@ -282,6 +296,13 @@ class MePropLinearFunction(torch.autograd.Function):
                 grad_b = g.sum(0)
             touched = computed = out
             idx = None
+        elif plan.mode == "unified" and plan.fused:  # ------------------- unified, one native call
+            grad_x, idx, vals = _fused().unified_backward(g, x, weight, plan.k, need_x, need_w)
+            grad_x = grad_x if need_x else None
+            rows = idx
+            if need_b:
+                grad_b = g.sum(0) if not plan.sparsify_bias else g.new_zeros(out).index_copy_(0, idx, g[:, idx].sum(0))
+            touched = computed = plan.k
         elif plan.mode == "unified":  # ----------------------------------- unified
             idx = select_unified(g, plan.k)  # (k,)
             gk = g.index_select(1, idx)  # (N, k)
@@ -297,9 +318,26 @@ class MePropLinearFunction(torch.autograd.Function):
             kept = g.gather(1, idx)  # (N, k) the kept gradient entries
             if plan.rescale:
                 kept = kept * (out / plan.k)
-            union, pos = torch.unique(idx, return_inverse=True)  # rows of W that get a gradient
-            touched = computed = union.numel()
-            if touched <= plan.compact_threshold * out:  # compaction: only the union's columns
+            if plan.fused:  # one native pass: B*k axpy's for dx and for dW, straight into the buffer
+                target = ctx.gradbuf.target(ctx.weight) if need_w else g.new_empty(0)
+                dx, hit = _fused().per_example_backward(kept.contiguous(), idx.contiguous(), x.contiguous(),
+                                                        weight.contiguous(), target, need_x, need_w)
+                grad_x = dx if need_x else None
+                rows_hit = hit.nonzero().squeeze(1)
+                if need_w:
+                    ctx.gradbuf.mark(ctx.weight, rows_hit)
+                touched, computed = rows_hit.numel(), plan.k
+                if need_b:
+                    grad_b = (g.new_zeros(out).index_add_(0, idx.reshape(-1), kept.reshape(-1))
+                              if plan.sparsify_bias else g.sum(0))
+                need_w = False  # already written
+                union = None
+            else:
+                union, pos = torch.unique(idx, return_inverse=True)  # rows of W that get a gradient
+                touched = computed = union.numel()
+            if union is None:
+                pass
+            elif touched <= plan.compact_threshold * out:  # compaction: only the union's columns
                 gu = g.new_zeros(n, touched).scatter_(1, pos, kept)  # (N, |U|)
                 if need_x:
                     grad_x = gu @ weight.index_select(0, union)  # (N, in)
@@ -331,11 +369,17 @@ class MePropLinearFunction(torch.autograd.Function):
                 ctx.gradbuf.write(ctx.weight, rows, vals)
 
         if stats is not None:
-            _record(stats, g, idx, plan, n, out, in_f, touched, computed, need_x, need_w)
+            _record(stats, g, idx, plan, n, out, in_f, touched, computed, need_x, wants_w)
         if hooks is not None:
             for observer in hooks.observers:
                 observer.observe(g, idx, plan)
         return grad_x, grad_w, grad_b, None, None, None, None
+
+
+def _fused():
+    from .fused import kernels
+
+    return kernels()
 
 
 def _record(stats: MePropStats, g, idx, plan: _Plan, n, out, in_f, touched, computed, need_x, need_w) -> None:
@@ -417,6 +461,10 @@ class MePropLinear(nn.Module):
             rows is at most this share of the width, the products run on the union's
             columns only; otherwise on the masked gradient (measured crossover).
         track_stats: keep ``self.stats`` (selection counts, rows touched, multiply-adds).
+        kernel: "torch" (default: the pure-PyTorch backward), "fused" (the native kernels of
+            ``mesimp_lib.fused``, compiled on first use: per example, B*k*in multiply-adds
+            written straight into the gradient buffer; unified, one native call), or "auto"
+            (fused when it can be built and applies: CPU, float32/64, ``weight_grad="buffer"``).
     """
 
     def __init__(
@@ -433,6 +481,7 @@ class MePropLinear(nn.Module):
         count_zero_hits: bool = False,
         compact_threshold: float = 0.5,
         track_stats: bool = True,
+        kernel: str = "torch",
         device=None,
         dtype=None,
     ):
@@ -444,6 +493,9 @@ class MePropLinear(nn.Module):
             raise ValueError(f"compact_threshold={compact_threshold} must be in [0, 1]")
         _check_mode(mode)
         _check_weight_grad(weight_grad)
+        if kernel not in KERNELS:
+            raise ValueError(f"kernel={kernel!r} is not allowed; allowed: {', '.join(KERNELS)}")
+        self.kernel = kernel
         factory = {"device": device, "dtype": dtype}
         self.weight = nn.Parameter(torch.empty((out_features, in_features), **factory))
         self.bias = nn.Parameter(torch.empty(out_features, **factory)) if bias else None
@@ -503,7 +555,24 @@ class MePropLinear(nn.Module):
             weight_grad,
             self.count_zero_hits,
             self.compact_threshold,
+            self._use_fused(weight_grad),
         )
+
+    def _use_fused(self, weight_grad: str) -> bool:
+        if self.kernel == "torch" or self.k_effective is None:
+            return False
+        applies = (self.weight.device.type == "cpu" and self.weight.dtype in (torch.float32, torch.float64)
+                   and weight_grad == "buffer")
+        if not applies:
+            if self.kernel == "fused":
+                raise ValueError("kernel='fused' needs a CPU float32/float64 layer with weight_grad='buffer'")
+            return False
+        available = _fused() is not None
+        if self.kernel == "fused" and not available:
+            from .fused import status
+
+            raise RuntimeError(f"kernel='fused' requested but the native kernels are unavailable: {status()}")
+        return available
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[-1] != self.in_features:

@@ -330,3 +330,70 @@ def test_selection_helpers_agree_with_numpy():
     assert (pe == ref).all()
     un = np.sort(select_unified(g, 4).numpy())
     assert (un == np.sort(np.argsort(-np.abs(g.numpy()).sum(0))[:4])).all()
+
+
+# ----------------------------------------------------------------------------- fused native kernels
+
+
+def _fused_available():
+    from mesimp_lib.fused import kernels
+
+    return kernels() is not None
+
+
+fused = pytest.mark.skipif(not _fused_available(), reason="native kernels cannot be built here")
+
+
+@fused
+@settings(max_examples=40, deadline=None)
+@given(
+    b=st.integers(1, 9),
+    n_in=st.integers(1, 12),
+    n_out=st.integers(2, 14),
+    k=st.integers(1, 13),
+    mode=st.sampled_from(["per_example", "unified", "random"]),
+    rescale=st.booleans(),
+    sparsify_bias=st.booleans(),
+    seed=st.integers(0, 10_000),
+)
+def test_fused_kernels_equal_masked_reference(b, n_in, n_out, k, mode, rescale, sparsify_bias, seed):
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(b, n_in, dtype=torch.float64, generator=gen)
+    g = torch.randn(b, n_out, dtype=torch.float64, generator=gen)
+    layer = MePropLinear(n_in, n_out, k, mode, kernel="fused", rescale=rescale and mode == "random",
+                         sparsify_bias=sparsify_bias).double()
+    gx, gw, gb = run_layer(layer, x, g)
+    kk = resolve_k(k, n_out)
+    idx = layer.stats.last_indices if mode == "random" and kk is not None else None
+    rx, rw, gk = masked_reference(x, layer.weight.detach(), g, kk, mode, idx=idx, rescale=rescale and mode == "random")
+    torch.testing.assert_close(gx, rx)
+    torch.testing.assert_close(gw, rw)
+    torch.testing.assert_close(gb, gk.sum(0) if sparsify_bias else g.sum(0))
+
+
+@fused
+@pytest.mark.parametrize("mode", ["per_example", "unified"])
+@pytest.mark.parametrize("set_to_none", [True, False])
+def test_fused_training_equals_torch_path(mode, set_to_none):
+    def steps(kernel):
+        torch.manual_seed(0)
+        net = nn.Sequential(MePropLinear(8, 16, 3, mode, kernel=kernel), nn.ReLU(), MePropLinear(16, 4))
+        opt = torch.optim.Adam(net.parameters(), lr=1e-2)
+        gen = torch.Generator().manual_seed(1)
+        for _ in range(6):
+            opt.zero_grad(set_to_none=set_to_none)
+            for _ in range(2):  # gradient accumulation goes through the buffer too
+                F.cross_entropy(net(torch.randn(5, 8, generator=gen)), torch.randint(0, 4, (5,), generator=gen)).backward()
+            opt.step()
+        return [p.detach() for p in net.parameters()]
+
+    for p, q in zip(steps("fused"), steps("torch")):
+        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
+
+
+def test_kernel_argument_validated():
+    with pytest.raises(ValueError, match="kernel='cuda'"):
+        MePropLinear(4, 5, k=2, kernel="cuda")
+    layer = MePropLinear(4, 5, k=2, kernel="fused", weight_grad="dense")
+    with pytest.raises(ValueError, match="weight_grad='buffer'"):
+        layer(torch.randn(2, 4, requires_grad=True))

@@ -1,0 +1,49 @@
+"""Fused native meProp backward kernels, compiled on first use.
+
+``kernels()`` returns the compiled extension, or None when it cannot be built here (no C++
+compiler or ninja, a non-CPU build...); the pure-PyTorch path in ``meprop.py`` is then used. One
+log line (logger ``mesimp_lib.fused``) says which path is active. Set ``MESIMP_FUSED=0`` to force
+the pure-PyTorch path.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from pathlib import Path
+
+log = logging.getLogger("mesimp_lib.fused")
+_lock = threading.Lock()
+_state: dict = {}
+
+__all__ = ["kernels", "status"]
+
+
+def kernels():
+    """The compiled kernels module (built once per machine and torch version), or None."""
+    with _lock:
+        if "module" in _state:
+            return _state["module"]
+        module, why = None, ""
+        if os.environ.get("MESIMP_FUSED", "1") == "0":
+            why = "disabled by MESIMP_FUSED=0"
+        else:
+            try:
+                from torch.utils.cpp_extension import load
+
+                src = Path(__file__).with_name("meprop_fused.cpp")
+                module = load(name="mesimp_meprop_fused", sources=[str(src)],
+                              extra_cflags=["-O3", "-march=native", "-ffast-math"], verbose=False)
+            except Exception as e:  # noqa: BLE001 - any build failure means: use the fallback
+                why = f"{type(e).__name__}: {str(e).strip().splitlines()[-1] if str(e).strip() else ''}"
+        _state["module"] = module
+        _state["status"] = "fused C++ kernels" if module is not None else f"pure PyTorch ({why})"
+        log.info("meProp backward: %s", _state["status"])
+        return module
+
+
+def status() -> str:
+    """Which backward path is in use: 'fused C++ kernels' or 'pure PyTorch (reason)'."""
+    kernels()
+    return _state["status"]
