@@ -22,7 +22,8 @@ HELP = {
     "hidden": "hidden width",
     "layers": "number of hidden layers",
     "dropout": "dropout rate after every hidden activation",
-    "optimizer": "adam or adagrad (unmodified, as the paper)",
+    "optimizer": "adam or adagrad (unmodified, as the paper), sgd, or lazy_adam / lazy_sgd (update only rows "
+                 "with a gradient: NOT the paper's optimizer)",
     "lr": "learning rate (default 1e-3 for adam, 1e-2 for adagrad)",
     "epochs": "training epochs",
     "batch_size": "mini-batch size (paper C#: 10, authors' PyTorch: 50)",

@@ -584,6 +584,7 @@ class MePropLinear(nn.Module):
         )
         if not needs_graph:
             return F.linear(x, self.weight, self.bias)
+        self.weight._mesimp_gradbuf = self._gradbuf  # lets a lazy optimizer find the rows with a gradient
         if self.stats.width != self.out_features or self.stats.counts.device != self.weight.device:
             self.stats.reset(self.out_features, self.weight.device)
         stats = self.stats if self.track_stats else None

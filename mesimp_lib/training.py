@@ -28,7 +28,7 @@ from .tasks.mnist import MLP, accuracy, load_mnist
 __all__ = ["METHODS", "OPTIMIZERS", "TrainConfig", "build_model", "make_optimizer", "train"]
 
 METHODS = ("dense", "meprop", "random", "mesimp", "meact")
-OPTIMIZERS = ("adam", "adagrad")
+OPTIMIZERS = ("adam", "adagrad", "sgd", "lazy_adam", "lazy_sgd")
 TASKS = ("mnist",)
 MESIMP_FIELDS = ("prune_rate", "cycle_epochs", "prunes_per_epoch", "realisation", "reset", "record",
                  "count_zero_hits", "min_units")
@@ -48,8 +48,8 @@ class TrainConfig:
     hidden: int | list[int] = 500  # hidden width (the papers: 500), or one width per layer
     layers: int = 2  # hidden layers (the papers: 2)
     dropout: float = 0.0  # dropout after every hidden activation
-    optimizer: str = "adam"  # adam (lr 1e-3, betas 0.9/0.999, eps 1e-8) | adagrad
-    lr: float | None = None  # None = 1e-3 for Adam, 1e-2 for AdaGrad
+    optimizer: str = "adam"  # adam (lr 1e-3, betas 0.9/0.999, eps 1e-8) | adagrad | sgd | lazy_adam | lazy_sgd
+    lr: float | None = None  # None = 1e-3 for (lazy) Adam, 1e-2 for AdaGrad, 0.1 for (lazy) SGD
     epochs: int = 20  # the papers: 20
     batch_size: int = 10  # the ICML C# code: 10; authors' PyTorch: 50; meSimp: 100
     evals_per_epoch: int = 5  # dev (and test) evaluations per epoch
@@ -141,7 +141,9 @@ class TrainConfig:
 
     @property
     def learning_rate(self) -> float:
-        return self.lr if self.lr is not None else (1e-3 if self.optimizer == "adam" else 1e-2)
+        if self.lr is not None:
+            return self.lr
+        return {"adam": 1e-3, "lazy_adam": 1e-3, "adagrad": 1e-2, "sgd": 0.1, "lazy_sgd": 0.1}[self.optimizer]
 
     def to_cli(self) -> str:
         """The ``python -m mesimp_lib train`` command for this config."""
@@ -190,9 +192,17 @@ def make_optimizer(config: TrainConfig, params) -> torch.optim.Optimizer:
     algorithm as the default loop, equal to float rounding, and 3-4x faster on a CPU at
     these sizes (0.54 ms vs 1.56 ms per Adam step for 784-500-500-10, 1 thread).
     """
+    lr = config.learning_rate
     if config.optimizer == "adam":
-        return torch.optim.Adam(params, lr=config.learning_rate, betas=(0.9, 0.999), eps=1e-8, fused=True)
-    return torch.optim.Adagrad(params, lr=config.learning_rate, fused=True)
+        return torch.optim.Adam(params, lr=lr, betas=(0.9, 0.999), eps=1e-8, fused=True)
+    if config.optimizer == "adagrad":
+        return torch.optim.Adagrad(params, lr=lr, fused=True)
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=lr)
+    # lazy variants: a departure from the paper's unmodified optimizers (mesimp_lib/lazy.py)
+    from .lazy import LazyAdam, LazySGD
+
+    return LazyAdam(params, lr=lr) if config.optimizer == "lazy_adam" else LazySGD(params, lr=lr)
 
 
 class _Timer:

@@ -1,0 +1,98 @@
+"""Lazy optimizers: rows without a gradient stay exactly as they were; rows with one get Adam/SGD."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mesimp_lib import MePropLinear
+from mesimp_lib.lazy import LazyAdam, LazySGD, grad_rows
+from mesimp_lib.training import TrainConfig, train
+
+torch.set_num_threads(1)
+
+
+def net(k=3, mode="unified"):
+    torch.manual_seed(0)
+    return nn.Sequential(MePropLinear(8, 20, k, mode), nn.ReLU(), MePropLinear(20, 4))
+
+
+def batch(seed):
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randn(6, 8, generator=gen), torch.randint(0, 4, (6,), generator=gen)
+
+
+def test_grad_rows_come_from_the_buffer():
+    m = net()
+    x, y = batch(0)
+    F.cross_entropy(m(x), y).backward()
+    rows = grad_rows(m[0].weight)
+    assert rows.tolist() == sorted(m[0].stats.last_indices.tolist())
+    assert grad_rows(m[0].bias) is None  # no row information: dense update
+
+
+def test_lazy_adam_freezes_idle_rows_and_matches_adam_on_active_rows():
+    m = net()
+    opt = LazyAdam(m.parameters(), lr=1e-2)
+    for s in range(3):
+        x, y = batch(s)
+        opt.zero_grad(set_to_none=True)
+        F.cross_entropy(m(x), y).backward()
+        w = m[0].weight
+        rows = grad_rows(w)
+        before = w.detach().clone()
+        st = opt.state.get(w)
+        m_before = st["exp_avg"].clone() if st else torch.zeros_like(w)
+        v_before = st["exp_avg_sq"].clone() if st else torch.zeros_like(w)
+        g = w.grad.clone()
+        opt.step()
+        idle = torch.ones(20, dtype=torch.bool)
+        idle[rows] = False
+        assert torch.equal(w.detach()[idle], before[idle])  # idle rows: unchanged
+        assert torch.equal(opt.state[w]["exp_avg"][idle], m_before[idle])  # and their moments too
+        # active rows: the Adam formula with the global step t
+        t = s + 1
+        mm = 0.9 * m_before[rows] + 0.1 * g[rows]
+        vv = 0.999 * v_before[rows] + 0.001 * g[rows] ** 2
+        ref = before[rows] - 1e-2 * (mm / (1 - 0.9**t)) / ((vv / (1 - 0.999**t)).sqrt() + 1e-8)
+        torch.testing.assert_close(w.detach()[rows], ref)
+
+
+def test_lazy_adam_equals_adam_when_every_row_has_a_gradient():
+    def run(cls):
+        torch.manual_seed(0)
+        m = nn.Sequential(MePropLinear(8, 20, None), nn.ReLU(), MePropLinear(20, 4))
+        opt = cls(m.parameters(), lr=1e-2)
+        for s in range(4):
+            x, y = batch(s)
+            opt.zero_grad()
+            F.cross_entropy(m(x), y).backward()
+            opt.step()
+        return [p.detach() for p in m.parameters()]
+
+    for p, q in zip(run(LazyAdam), run(torch.optim.Adam)):
+        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("mode", ["unified", "per_example"])
+def test_lazy_sgd_equals_sgd(mode):
+    def run(cls):
+        m = net(mode=mode)
+        opt = cls(m.parameters(), lr=0.1)
+        for s in range(4):
+            x, y = batch(s)
+            opt.zero_grad()
+            F.cross_entropy(m(x), y).backward()
+            opt.step()
+        return [p.detach() for p in m.parameters()]
+
+    for p, q in zip(run(LazySGD), run(torch.optim.SGD)):
+        torch.testing.assert_close(p, q)
+
+
+def test_trainer_lazy_adam_changes_only_rows_with_gradient():
+    r = train(TrainConfig(method="meprop", mode="unified", k=2, hidden=64, epochs=1, train_limit=300,
+                          batch_size=10, rows_every=5, optimizer="lazy_adam"), progress=False)
+    assert r["rows"]["changed"][0] <= r["rows"]["with_grad"][0] + 1e-9
+    with pytest.raises(ValueError, match="lr=0"):
+        LazyAdam([nn.Parameter(torch.zeros(2))], lr=0)
