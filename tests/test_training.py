@@ -60,7 +60,7 @@ def test_adagrad_moves_only_rows_with_gradient():
         (dict(batch_size=0), "batch_size=0"),
         (dict(epochs=0), "epochs=0"),
         (dict(dropout=1.0), "dropout=1.0"),
-        (dict(optimizer="sgd"), "optimizer='sgd'"),
+        (dict(optimizer="rmsprop"), "optimizer='rmsprop'"),
         (dict(train_limit=0), "train_limit=0"),
         (dict(lr=0.0), "lr=0.0"),
     ],
