@@ -136,6 +136,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("suite", help="suite name, or 'all'")
     e.add_argument("--jobs", type=int, default=1, help="runs in parallel (1 thread each)")
     e.add_argument("--dry-run", action="store_true", help="list the missing runs only")
+    e.add_argument("--seeds", type=lambda t: [int(v) for v in t.split(",")], default=None,
+                   help="only runs with these seeds, e.g. 1 or 1,2 (default: all)")
     e.add_argument("--verify", action="store_true",
                    help="re-compute the suite's stored runs in this process and check they are identical")
     s = sub.add_parser("summarize", help="print the result tables from data/results")
@@ -190,7 +192,7 @@ def main(argv=None) -> int:
             return 0 if ok else 1
         try:
             for suite in suites:
-                experiments.run_suite(suite, jobs=args.jobs, dry_run=args.dry_run)
+                experiments.run_suite(suite, jobs=args.jobs, dry_run=args.dry_run, seeds=args.seeds)
         except ValueError as e:
             print(f"python -m mesimp_lib experiment: error: {e}", file=sys.stderr)
             return 2

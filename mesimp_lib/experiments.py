@@ -128,7 +128,7 @@ def _same_config(stored: dict | None, cfg: TrainConfig) -> bool:
         return False
 
 
-def run_suite(suite: str, jobs: int = 1, dry_run: bool = False, log=print) -> list[Path]:
+def run_suite(suite: str, jobs: int = 1, dry_run: bool = False, log=print, seeds=None) -> list[Path]:
     """Run the suite's missing runs (``jobs`` at a time, 1 thread each). Returns new files."""
     if suite == "widgets":
         if not dry_run:
@@ -148,6 +148,8 @@ def run_suite(suite: str, jobs: int = 1, dry_run: bool = False, log=print) -> li
     todo = []
     for name, cfg in SUITES[suite]().items():
         path = out / f"{name}.json"
+        if seeds is not None and cfg.seed not in seeds:
+            continue
         if path.exists() and _same_config(read_json(path).get("config"), cfg):
             continue
         todo.append((name, cfg, path))
