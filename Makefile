@@ -16,6 +16,10 @@ ifeq ($(shell id -u),0)
 endif
 
 .PHONY: setup lab test test-unit test-notebooks bench results results-quick clean help
+# the browser tests, the standalone app and the docs pictures need the `ui` extra on top
+UI_STAMP := $(VENV)/.ui-installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
+APP_PORT ?= 8866
+.PHONY: test-ui app docs
 help:
 	@echo "make lab | make test | make bench | make results | make clean"
 
@@ -56,6 +60,25 @@ results: setup
 # re-compute the quick entries and check they equal the stored ones (under a minute)
 results-quick: setup
 	$(BIN)/python -m mesimp_lib experiment quick --verify
+
+$(UI_STAMP): $(STAMP)
+	@echo "installing the ui extra (playwright, voila, kaleido) into $(VENV)"
+	$(PIP) install -e ".[notebook,test,ui]"
+	@rm -f $(VENV)/.ui-installed-*
+	@touch $@
+
+# every notebook with a widget run in JupyterLab in Debian's chromium, and the Voila app
+# (skips, saying why, without /usr/bin/chromium: `apt-get install -y chromium`)
+test-ui: $(UI_STAMP)
+	$(BIN)/python -m pytest -q -rsx tests_ui
+
+# the widgets as a standalone web app (Voila, code hidden) on http://127.0.0.1:$(APP_PORT)/
+app: $(UI_STAMP)
+	$(BIN)/voila app/mesimp_lab_app.ipynb --no-browser --Voila.ip=127.0.0.1 --port $(APP_PORT)
+
+# docs/active_paths.png and docs/layer_shrinkage.png (plotly + kaleido in Debian's chromium)
+docs: $(UI_STAMP)
+	$(BIN)/python -m mesimp_lib.viz.export docs
 
 clean:
 	rm -rf $(VENV) build *.egg-info mesimp_lib.egg-info
