@@ -277,19 +277,18 @@ def _table_widgets(suite: str, groups: dict[str, list[dict]]) -> list[str]:
     return [f"{len(groups)} small meSimp runs (prune rate x k) for the layer-shrinkage widget."]
 
 
-TABLES = {"widget_shrinkage": _table_widgets, "meprop_mnist": _table_meprop, "mesimp_mnist": _table_mesimp, "mesimp_same_size": _table_same_size,
-          **GRID_TABLES, "quick": _table_quick}
+TABLES = {
+    "meprop_mnist": _table_meprop,
+    "mesimp_mnist": _table_mesimp,
+    "mesimp_same_size": _table_same_size,
+    **GRID_TABLES,
+    "quick": _table_quick,
+    "widget_shrinkage": _table_widgets,
+}
 
 
 def summarize_suite(suite: str) -> str:
     """A Markdown table from the stored JSON of one suite."""
-    if suite == "widgets":
-        if not dry_run:
-            from .recordings import record_active_paths
-
-            log(f"widgets: wrote {record_active_paths()}")
-            run_suite("widget_shrinkage", jobs=jobs, log=log)
-        return []
     if suite == "mesimp_inference":
         return _table_inference()
     if TABLES.get(suite, "") is None:
