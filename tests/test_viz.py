@@ -53,7 +53,7 @@ def test_layer_shrinkage_sliders_switch_runs_and_play_steps():
     app.controls["prune_rate"].value = 0.2
     assert snapshot(fig) != before
     s = snapshot(fig)
-    app.controls["k"].value = 80
+    app.controls["k"].value = 160
     assert snapshot(fig) != s
     s = snapshot(fig)
     app.controls["prune"].value = 1

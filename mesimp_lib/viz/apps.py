@@ -148,7 +148,7 @@ class LayerShrinkageApp(_App):
         ks = sorted({k for _, k in self.runs})
         self.controls = {
             "prune_rate": W.SelectionSlider(options=rates, value=0.1 if 0.1 in rates else rates[0], description="prune rate"),
-            "k": W.SelectionSlider(options=ks, value=20 if 20 in ks else ks[0], description="k"),
+            "k": W.SelectionSlider(options=ks, value=80 if 80 in ks else ks[0], description="k"),
             "prune": W.IntSlider(min=0, max=1, value=1, description="prune #"),
             "play": W.Play(min=0, max=1, value=1, interval=400, description="play"),
             "run_live": W.Button(description="run live (small)", icon="play",
@@ -173,7 +173,7 @@ class LayerShrinkageApp(_App):
     def current(self) -> dict:
         key = (self.controls["prune_rate"].value, self.controls["k"].value) if hasattr(self, "controls") else None
         if key is None:
-            key = (0.1, 20) if (0.1, 20) in self.runs else next(iter(self.runs))
+            key = (0.1, 80) if (0.1, 80) in self.runs else next(iter(self.runs))
         return self.live.get(key) or self.runs[key]
 
     def _sync_prune_range(self) -> None:

@@ -191,7 +191,8 @@ def shrinkage_figure(result: dict, marker_at: int | None = None) -> go.Figure:
     fig.update_layout(
         title=f"meSimp, k={cfg['k']}, prune rate {cfg['prune_rate']}{live}: final widths {hist[-1]['widths']}",
         xaxis_title="epoch", yaxis={"title": "units in the layer", "rangemode": "tozero"},
-        yaxis2={"title": "dev accuracy (%)", "overlaying": "y", "side": "right", "range": [0, 100]},
+        yaxis2={"title": "dev accuracy (%)", "overlaying": "y", "side": "right", "range": [0, 100],
+                "tickmode": "linear", "tick0": 0, "dtick": 20, "showgrid": False},
         shapes=shapes, template="plotly_white", height=420, legend={"orientation": "h", "y": -0.2},
         margin={"l": 60, "r": 60, "t": 50, "b": 40},
     )
