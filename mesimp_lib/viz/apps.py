@@ -184,9 +184,9 @@ class LayerShrinkageApp(_App):
             return
         self._key = key
         n = len(r["widths_history"]) - 1
-        for name in ("prune", "play"):
+        for name in ("prune", "play"):  # both: the browser link copies play's value onto prune
             self.controls[name].max = max(1, n)
-        self.controls["prune"].value = n
+            self.controls[name].value = n
 
     def update(self) -> None:
         self._sync_prune_range()

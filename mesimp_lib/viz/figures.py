@@ -73,7 +73,8 @@ def time_split_bars(results: dict[str, dict], title: str = "Where the training t
 # ----------------------------------------------------------------------------- active paths
 
 NETWORK_CAPTION = (
-    "<b>How to read it.</b> Each dot is a hidden unit (two hidden layers of 64, then the 10 outputs). "
+    "<b>How to read it.</b> Left: the input digit. Right: each dot is a hidden unit (two hidden layers of 64, "
+    "then the 10 outputs). "
     "Its colour is the share of training examples, so far, whose top-k gradient contained it: bright units "
     "are chosen often, dark ones seldom (meSimp would delete those). Red rings mark the k units on <i>this</i> "
     "example's path (its k largest output-gradient entries per layer, zero entries excluded); grey lines join "
@@ -131,7 +132,7 @@ def network_figure(state: dict) -> go.Figure:
         title=f"k = {state['k']} of {width} units per layer, after {state['step']} training steps: example "
               f"{state['example']} (digit {state['label']}, predicted {state['pred']})",
         xaxis={"tickvals": [1, 2, 3], "ticktext": ["hidden 1", "hidden 2", "output"], "range": [0.6, 3.5],
-               "title": "layer (input: the digit on the left)"},
+               "title": "layer"},
         yaxis={"visible": False, "range": [-0.05, 1.05]},
         template="plotly_white", height=460, width=720, legend={"orientation": "h", "y": -0.15},
         margin={"l": 20, "r": 20, "t": 60, "b": 40},
