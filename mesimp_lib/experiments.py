@@ -188,10 +188,10 @@ def _load_groups(suite: str) -> dict[str, list[dict]]:
 
 def _footer(suite: str, groups: dict[str, list[dict]]) -> list[str]:
     env = next(iter(groups.values()))[0]["environment"]
+    paper = [PAPER[suite], ""] if suite in PAPER else []
     return [
         "",
-        PAPER.get(suite, ""),
-        "",
+        *paper,
         f"Ours: `python -m mesimp_lib experiment {suite} --jobs 2` (the exact command of every run is in its "
         f"JSON under `data/results/{suite}/`); {env['cpu']}, torch {env['torch']}, 1 thread per run, two runs "
         "in parallel.",
