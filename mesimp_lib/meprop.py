@@ -327,9 +327,8 @@ class MePropLinearFunction(torch.autograd.Function):
                 if need_w:
                     ctx.gradbuf.mark(ctx.weight, rows_hit)
                 touched, computed = rows_hit.numel(), plan.k
-                if need_b:
-                    grad_b = (g.new_zeros(out).index_add_(0, idx.reshape(-1), kept.reshape(-1))
-                              if plan.sparsify_bias else g.sum(0))
+                if need_b and plan.sparsify_bias:  # the dense bias gradient is computed below
+                    grad_b = g.new_zeros(out).index_add_(0, idx.reshape(-1), kept.reshape(-1))
                 need_w = False  # already written
                 union = None
             else:
