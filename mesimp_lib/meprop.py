@@ -330,29 +330,26 @@ class MePropLinearFunction(torch.autograd.Function):
                 if need_b and plan.sparsify_bias:  # the dense bias gradient is computed below
                     grad_b = g.new_zeros(out).index_add_(0, idx.reshape(-1), kept.reshape(-1))
                 need_w = False  # already written
-                union = None
             else:
                 union, pos = torch.unique(idx, return_inverse=True)  # rows of W that get a gradient
                 touched = computed = union.numel()
-            if union is None:
-                pass
-            elif touched <= plan.compact_threshold * out:  # compaction: only the union's columns
-                gu = g.new_zeros(n, touched).scatter_(1, pos, kept)  # (N, |U|)
-                if need_x:
-                    grad_x = gu @ weight.index_select(0, union)  # (N, in)
-                if need_w:
-                    vals, rows = gu.t() @ x, union  # (|U|, in)
-                if need_b and plan.sparsify_bias:
-                    grad_b = g.new_zeros(out).index_add_(0, union, gu.sum(0))
-            else:  # masked dense products
-                gm = g.new_zeros(n, out).scatter_(1, idx, kept)  # (N, out)
-                if need_x:
-                    grad_x = gm @ weight
-                if need_w:
-                    vals = gm.t() @ x
-                if need_b and plan.sparsify_bias:
-                    grad_b = gm.sum(0)
-                computed = out
+                if touched <= plan.compact_threshold * out:  # compaction: only the union's columns
+                    gu = g.new_zeros(n, touched).scatter_(1, pos, kept)  # (N, |U|)
+                    if need_x:
+                        grad_x = gu @ weight.index_select(0, union)  # (N, in)
+                    if need_w:
+                        vals, rows = gu.t() @ x, union  # (|U|, in)
+                    if need_b and plan.sparsify_bias:
+                        grad_b = g.new_zeros(out).index_add_(0, union, gu.sum(0))
+                else:  # masked dense products
+                    gm = g.new_zeros(n, out).scatter_(1, idx, kept)  # (N, out)
+                    if need_x:
+                        grad_x = gm @ weight
+                    if need_w:
+                        vals = gm.t() @ x
+                    if need_b and plan.sparsify_bias:
+                        grad_b = gm.sum(0)
+                    computed = out
             if need_b and not plan.sparsify_bias:
                 grad_b = g.sum(0)
             idx = (idx, kept)

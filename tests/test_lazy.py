@@ -58,35 +58,29 @@ def test_lazy_adam_freezes_idle_rows_and_matches_adam_on_active_rows():
         torch.testing.assert_close(w.detach()[rows], ref)
 
 
-def test_lazy_adam_equals_adam_when_every_row_has_a_gradient():
-    def run(cls):
-        torch.manual_seed(0)
-        m = nn.Sequential(MePropLinear(8, 20, None), nn.ReLU(), MePropLinear(20, 4))
-        opt = cls(m.parameters(), lr=1e-2)
-        for s in range(4):
-            x, y = batch(s)
-            opt.zero_grad()
-            F.cross_entropy(m(x), y).backward()
-            opt.step()
-        return [p.detach() for p in m.parameters()]
+def trained_params(model, opt_cls, lr, steps=4):
+    """Parameters after ``steps`` optimizer steps on the fixed batches."""
+    opt = opt_cls(model.parameters(), lr=lr)
+    for s in range(steps):
+        x, y = batch(s)
+        opt.zero_grad()
+        F.cross_entropy(model(x), y).backward()
+        opt.step()
+    return [p.detach() for p in model.parameters()]
 
-    for p, q in zip(run(LazyAdam), run(torch.optim.Adam)):
+
+def test_lazy_adam_equals_adam_when_every_row_has_a_gradient():
+    def dense_net():
+        torch.manual_seed(0)
+        return nn.Sequential(MePropLinear(8, 20, None), nn.ReLU(), MePropLinear(20, 4))
+
+    for p, q in zip(trained_params(dense_net(), LazyAdam, 1e-2), trained_params(dense_net(), torch.optim.Adam, 1e-2)):
         torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-7)
 
 
 @pytest.mark.parametrize("mode", ["unified", "per_example"])
 def test_lazy_sgd_equals_sgd(mode):
-    def run(cls):
-        m = net(mode=mode)
-        opt = cls(m.parameters(), lr=0.1)
-        for s in range(4):
-            x, y = batch(s)
-            opt.zero_grad()
-            F.cross_entropy(m(x), y).backward()
-            opt.step()
-        return [p.detach() for p in m.parameters()]
-
-    for p, q in zip(run(LazySGD), run(torch.optim.SGD)):
+    for p, q in zip(trained_params(net(mode=mode), LazySGD, 0.1), trained_params(net(mode=mode), torch.optim.SGD, 0.1)):
         torch.testing.assert_close(p, q)
 
 
