@@ -10,10 +10,11 @@ import argparse
 import sys
 from dataclasses import MISSING, fields
 
-from .training import METHODS, OPTIMIZERS, TrainConfig
+from .training import ACTIVATIONS, METHODS, OPTIMIZERS, TAGSETS, TASKS, TrainConfig
 
 HELP = {
-    "task": "data set and model (mnist)",
+    "task": "data set and model: mnist (MLP), pos (BiLSTM POS tagger on UD English EWT), parse (Chen & Manning "
+            "dependency parser on UD English EWT)",
     "method": "dense, meprop (top-k backprop) or random (random-k backprop)",
     "k": "gradient entries kept per example: an int, a fraction of the width in (0, 1], or none",
     "mode": "meprop top-k selection: per_example (the paper) or unified (one set per batch)",
@@ -46,9 +47,13 @@ HELP = {
     "meact_start_epoch": "meAct (reconstruction): epochs of normal training before active paths are used",
     "meact_threshold": "meAct: inactive if S[e,j]/sum S[e,:] < threshold/width (statistic share)",
     "meact_statistic": "meAct: share or max_ratio",
+    "tagset": "pos: upos (universal tags) or xpos (Penn Treebank tags)",
+    "embed_dim": "pos/parse: word embedding size (none = pos 100, parse 50)",
+    "min_count": "pos/parse: training words seen fewer times become <unk>",
+    "activation": "parse: hidden activation cube (Chen & Manning) or relu (none = cube)",
 }
 CHOICES = {"method": METHODS, "optimizer": OPTIMIZERS, "mode": ("per_example", "unified", "random"),
-           "weight_grad": ("buffer", "dense", "sparse"), "task": ("mnist",),
+           "weight_grad": ("buffer", "dense", "sparse"), "task": TASKS, "tagset": TAGSETS, "activation": ACTIVATIONS,
            "realisation": ("physical", "mask"), "reset": ("fresh", "moments"), "record": ("per_example", "unified"),
            "meact_statistic": ("share", "max_ratio")}
 

@@ -29,7 +29,10 @@ __all__ = ["METHODS", "OPTIMIZERS", "TrainConfig", "build_model", "make_optimize
 
 METHODS = ("dense", "meprop", "random", "mesimp", "meact")
 OPTIMIZERS = ("adam", "adagrad", "sgd", "lazy_adam", "lazy_sgd")
-TASKS = ("mnist",)
+TASKS = ("mnist", "pos", "parse")
+TAGSETS = ("upos", "xpos")
+ACTIVATIONS = ("cube", "relu")
+NLP_FIELDS = ("tagset", "embed_dim", "min_count", "activation")
 MESIMP_FIELDS = ("prune_rate", "cycle_epochs", "prunes_per_epoch", "realisation", "reset", "record",
                  "count_zero_hits", "min_units")
 MEACT_FIELDS = ("meact_start_epoch", "meact_threshold", "meact_statistic")
@@ -39,7 +42,7 @@ MEACT_FIELDS = ("meact_start_epoch", "meact_threshold", "meact_statistic")
 class TrainConfig:
     """One training run. ``print(config)`` gives the CLI command that reproduces it."""
 
-    task: str = "mnist"  # only MNIST so far
+    task: str = "mnist"  # mnist (MLP) | pos (BiLSTM tagger, UD EWT) | parse (Chen & Manning parser, UD EWT)
     method: str = "meprop"  # dense | meprop (top-k) | random (random-k) | mesimp (top-k + pruning)
     k: int | float | None = 20  # kept gradient entries per example (int) or share of width (0, 1]
     mode: str = "per_example"  # meprop selection: per_example | unified (random uses per-example draws)
@@ -73,6 +76,11 @@ class TrainConfig:
     meact_start_epoch: int = 5  # epochs of normal training before active-path finding starts
     meact_threshold: float = 1.0  # inactive if S[e,j]/sum_i S[e,i] < threshold/width ("share")
     meact_statistic: str = "share"  # share | max_ratio (S[e,j]/max_i S[e,i] < threshold)
+    # POS tagging and parsing on UD English EWT (task="pos" | "parse"; METHODS.md section 4)
+    tagset: str = "upos"  # pos: upos (17 universal tags) | xpos (Penn Treebank tags, as the paper's PTB)
+    embed_dim: int | None = None  # word embedding size (None: pos 100; parse 50, as Chen & Manning)
+    min_count: int = 2  # unknown-word policy: training words seen fewer times become <unk>
+    activation: str | None = None  # parse: hidden activation cube (Chen & Manning) | relu (None = cube)
 
     def __post_init__(self) -> None:
         def bad(name, allowed):
@@ -96,6 +104,19 @@ class TrainConfig:
             bad("record", ", ".join(RECORDS))
         if self.meact_statistic not in STATISTICS:
             bad("meact_statistic", ", ".join(STATISTICS))
+        if self.tagset not in TAGSETS:
+            bad("tagset", ", ".join(TAGSETS))
+        if self.activation is not None and self.activation not in ACTIVATIONS:
+            bad("activation", "None, " + ", ".join(ACTIVATIONS))
+        if self.embed_dim is not None and (isinstance(self.embed_dim, bool) or not isinstance(self.embed_dim, int)
+                                           or self.embed_dim < 1):
+            bad("embed_dim", "None or an int >= 1")
+        if isinstance(self.min_count, bool) or not isinstance(self.min_count, int) or self.min_count < 1:
+            bad("min_count", "an int >= 1")
+        if self.task != "mnist" and self.method not in ("dense", "meprop", "random", "mesimp"):
+            bad("method", "dense, meprop, random, mesimp (meAct is implemented for the MNIST MLP only)")
+        if self.task != "mnist" and self.optimizer in ("lazy_adam", "lazy_sgd"):
+            bad("optimizer", "adam, adagrad, sgd (the lazy optimizers are wired to the MNIST MLP only)")
         if isinstance(self.meact_start_epoch, bool) or not isinstance(self.meact_start_epoch, int) or self.meact_start_epoch < 1:
             bad("meact_start_epoch", "an int >= 1 (one epoch at least, so every example has stored activations)")
         if isinstance(self.meact_threshold, bool) or not isinstance(self.meact_threshold, (int, float)) or self.meact_threshold < 0:
@@ -154,6 +175,8 @@ class TrainConfig:
             if v == getattr(default, f.name) and f.name not in ("task", "method", "k", "seed"):
                 continue
             if f.name in MESIMP_FIELDS and self.method != "mesimp" or f.name in MEACT_FIELDS and self.method != "meact":
+                continue
+            if f.name in NLP_FIELDS and self.task == "mnist":
                 continue
             if f.name == "k" and self.method in ("dense", "meact") and v == default.k:
                 continue  # k is not used by these methods
@@ -250,7 +273,13 @@ def train(config: TrainConfig, data=None, progress: bool = True, on_eval=None, r
     """
     if not isinstance(config, TrainConfig):
         raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
-    data = data if data is not None else load_mnist()
+    if config.task == "mnist":
+        data = data if data is not None else load_mnist()
+        run = _train
+    elif config.task == "pos":
+        from .tasks.pos import train_pos as run
+    else:
+        from .tasks.parser import train_parse as run
     old_threads = torch.get_num_threads()
     torch.set_num_threads(config.threads)
     # Denormal floats: Adam's moments of parameters whose gradient is zero for a while (meProp's
@@ -260,7 +289,7 @@ def train(config: TrainConfig, data=None, progress: bool = True, on_eval=None, r
     # (torch cannot report the previous setting; it is restored to PyTorch's default, off.)
     torch.set_flush_denormal(True)
     try:
-        return _train(config, data, progress, on_eval, return_model)
+        return run(config, data, progress, on_eval, return_model)
     finally:
         torch.set_num_threads(old_threads)
         torch.set_flush_denormal(False)
