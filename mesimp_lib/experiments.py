@@ -20,6 +20,7 @@ from pathlib import Path
 from .results import read_json
 from .tasks.mnist import data_root
 from .grid import GRID_SUITES, GRID_TABLES, _quick
+from .nlp_grid import NLP_PAPER, NLP_SUITES, NLP_TABLES
 from .training import TrainConfig
 
 __all__ = ["SUITES", "results_dir", "run_suite", "summarize_suite", "update_readme"]
@@ -88,6 +89,7 @@ SUITES = {
     **GRID_SUITES,
     "quick": _quick,
     "widget_shrinkage": _widget_shrinkage,
+    **NLP_SUITES,
 }
 # what `experiment all` (make results) runs, in dependency order
 ALL = [*[name for name in SUITES if name != "widget_shrinkage"], "mesimp_inference", "widgets"]
@@ -100,6 +102,7 @@ PAPER = {
     "(30.8%) at 98.31.",
     "mesimp_same_size": "The paper's argument: the simplified model does better than the same-size model "
     "trained from scratch.",
+    **NLP_PAPER,
     "quick": "Quick entries (2,000 training images, 2 epochs): `make results-quick` re-computes them and checks "
     "they equal the stored values.",
 }
@@ -187,14 +190,16 @@ def _load_groups(suite: str) -> dict[str, list[dict]]:
 
 
 def _footer(suite: str, groups: dict[str, list[dict]]) -> list[str]:
-    env = next(iter(groups.values()))[0]["environment"]
+    envs = sorted({(r["environment"]["cpu"], r["environment"]["torch"], r["environment"].get("cpu_count"))
+                   for rs in groups.values() for r in rs}, key=str)
     paper = [PAPER[suite], ""] if suite in PAPER else []
+    where = "; ".join(f"{cpu}, torch {torch}" + (f" ({n} cores)" if len(envs) > 1 else "") for cpu, torch, n in envs)
+    parallel = "two runs in parallel" if all(n == 2 for *_, n in envs) else "several runs in parallel"
     return [
         "",
         *paper,
         f"Ours: `python -m mesimp_lib experiment {suite} --jobs 2` (the exact command of every run is in its "
-        f"JSON under `data/results/{suite}/`); {env['cpu']}, torch {env['torch']}, 1 thread per run, two runs "
-        "in parallel.",
+        f"JSON under `data/results/{suite}/`); {where}, 1 thread per run, {parallel}.",
     ]
 
 
@@ -284,6 +289,7 @@ TABLES = {
     **GRID_TABLES,
     "quick": _table_quick,
     "widget_shrinkage": _table_widgets,
+    **NLP_TABLES,
 }
 
 

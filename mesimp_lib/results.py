@@ -79,7 +79,8 @@ def environment() -> dict:
         "torch_threads": torch.get_num_threads(),
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "malloc_env": {k: v for k, v in os.environ.items() if k.startswith("MALLOC_")},
-        "commit": git_commit(),
+        # MESIMP_COMMIT names the commit where the tree was copied without its .git (a lent machine)
+        "commit": git_commit() or os.environ.get("MESIMP_COMMIT"),
         "command": " ".join(shlex.quote(a) for a in ["python", "-m", "mesimp_lib", *sys.argv[1:]])
         if Path(sys.argv[0]).name in ("__main__.py", "mesimp_lib")
         else " ".join(shlex.quote(a) for a in sys.argv),
