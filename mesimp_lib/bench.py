@@ -22,7 +22,28 @@ import torch.nn.functional as F
 from .meprop import MePropLinear, select_per_example, select_unified
 from .results import environment, write_json_atomic
 
-__all__ = ["bench_layer", "bench_mlp", "run_benchmark", "to_markdown"]
+__all__ = ["bench_inference", "bench_layer", "bench_lstm", "bench_mlp", "bench_step", "run_benchmark", "to_markdown"]
+
+# the paper's MNIST MLP: backward multiply-adds of the two hidden layers' products (dx and dW; the first
+# layer needs no dx) and of the dense output layer, for the FLOP limit of the whole backward
+_MLP_SIZES = (784, 500, 500, 10)
+
+
+def _mlp_step_limit(k: int) -> float:
+    """Dense / meProp multiply-adds of forward + backward (the optimizer is not counted)."""
+    (i, h1, h2, o) = _MLP_SIZES
+    fwd = h1 * i + h2 * h1 + o * h2
+    dense = h1 * i + 2 * h2 * h1 + 2 * o * h2
+    sparse = k * i + 2 * k * h1 + 2 * o * h2
+    return (fwd + dense) / (fwd + sparse)
+
+
+def _mlp_backward_limit(k: int) -> float:
+    """Dense / meProp multiply-adds of the 784-500-500-10 backward (hidden layers top-k, output dense)."""
+    (i, h1, h2, o) = _MLP_SIZES
+    dense = h1 * i + 2 * h2 * h1 + 2 * o * h2
+    sparse = k * i + 2 * k * h1 + 2 * o * h2
+    return dense / sparse
 
 
 def _time_call(fn, inner: int) -> float:
@@ -102,13 +123,14 @@ def bench_layer(batch: int, n: int, k: int, mode: str = "unified", threads: int 
     }
 
 
-def bench_mlp(batch: int, k: int, mode: str, threads: int = 1, scale: float = 1.0, seed: int = 0) -> dict:
+def bench_mlp(batch: int, k: int, mode: str, threads: int = 1, scale: float = 1.0, seed: int = 0,
+              kernel: str = "torch", weight_grad: str = "buffer") -> dict:
     """The paper's MNIST MLP 784-500-500-10: whole-model backward, dense vs meProp."""
     from .tasks.mnist import MLP
 
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
-    sparse = MLP(k=k, mode=mode)
+    sparse = MLP(k=k, mode=mode, kernel=kernel, weight_grad=weight_grad)
     dense = sparse.to_sequential()  # plain nn.Linear layers, same weights
     x = torch.rand(batch, 784)
     y = torch.randint(0, 10, (batch,))
@@ -129,8 +151,137 @@ def bench_mlp(batch: int, k: int, mode: str, threads: int = 1, scale: float = 1.
     return {
         "batch": batch, "n": 500, "k": k, "k_frac": k / 500, "mode": mode, "threads": threads,
         "dense_ms": td * 1e3, "meprop_ms": ts * 1e3, "speedup": ratio, "limit": 500 / k,
+        "limit_backward": _mlp_backward_limit(k), "kernel": kernel, "weight_grad": weight_grad,
         "rounds": rounds, "correct": True, "shape": "784-500-500-10 (whole backward)",
     }
+
+
+STEP_VARIANTS = {
+    # name: (meProp?, kernel, weight_grad, optimizer) - the optimizer is "adam" (torch.optim.Adam, fused=True,
+    # the paper's unmodified optimizer) or "lazy_adam" (mesimp_lib.lazy.LazyAdam: NOT the paper's optimizer)
+    "dense + Adam": (False, "torch", "buffer", "adam"),
+    "meProp + Adam": (True, "torch", "buffer", "adam"),
+    "meProp fused + Adam": (True, "fused", "buffer", "adam"),
+    "meProp fused + lazy Adam": (True, "fused", "sparse", "lazy_adam"),
+}
+
+
+def bench_step(batch: int, k: int, mode: str, variant: str, threads: int = 1, scale: float = 1.0, seed: int = 0,
+               sections: bool = True) -> dict:
+    """A whole training step of the 784-500-500-10 MLP (forward + loss + backward + optimizer step) against
+    dense + Adam, interleaved A-B-B-A in one process; plus the median time of each section per variant."""
+    from .lazy import LazyAdam
+    from .tasks.mnist import MLP
+
+    torch.set_num_threads(threads)
+    old_flush = torch.set_flush_denormal(True)  # as train() does: Adam's idle moments decay into denormals
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.rand(64 * batch, 784, generator=gen)  # a few different mini-batches, cycled
+    y = torch.randint(0, 10, (64 * batch,), generator=gen)
+
+    def make(name):
+        meprop, kernel, weight_grad, opt_name = STEP_VARIANTS[name]
+        torch.manual_seed(seed)
+        model = MLP(k=k if meprop else None, mode=mode, kernel=kernel, weight_grad=weight_grad)
+        if opt_name == "adam":
+            opt = torch.optim.Adam(model.parameters(), lr=1e-3, fused=True)
+        else:
+            opt = LazyAdam(model.parameters(), lr=1e-3)
+        state = {"i": 0, "t": [0.0, 0.0, 0.0]}
+
+        def step(timed=False):
+            i = state["i"] = (state["i"] + 1) % 64
+            xb, yb = x[i * batch:(i + 1) * batch], y[i * batch:(i + 1) * batch]
+            t0 = time.perf_counter()
+            loss = F.cross_entropy(model(xb), yb)
+            t1 = time.perf_counter()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            t2 = time.perf_counter()
+            opt.step()
+            if timed:
+                t3 = time.perf_counter()
+                state["t"] = [t1 - t0, t2 - t1, t3 - t2]
+
+        return step, state
+
+    dense_step, dense_state = make("dense + Adam")
+    step, state = make(variant)
+    try:
+        ratio, td, ts, rounds = _abba(dense_step, step, 15, scale)
+        split = {}
+        if sections:  # forward / backward / optimizer medians, each variant alone
+            for name, (fn, st) in (("dense", (dense_step, dense_state)), ("meprop", (step, state))):
+                rows = []
+                for _ in range(max(30, int(100 * scale))):
+                    fn(True)
+                    rows.append(st["t"])
+                split[name] = {key: statistics.median(r[j] for r in rows) * 1e3
+                               for j, key in enumerate(("forward_ms", "backward_ms", "optimizer_ms"))}
+    finally:
+        torch.set_flush_denormal(old_flush)
+    return {
+        "batch": batch, "n": 500, "k": k, "k_frac": k / 500, "mode": mode, "threads": threads, "variant": variant,
+        "lazy": STEP_VARIANTS[variant][3] == "lazy_adam", "dense_ms": td * 1e3, "meprop_ms": ts * 1e3,
+        "speedup": ratio, "limit_backward": _mlp_backward_limit(k), "limit_fwd_bwd": _mlp_step_limit(k),
+        "rounds": rounds, "correct": True,
+        "sections": split, "shape": "784-500-500-10 (whole step)",
+    }
+
+
+def bench_inference() -> list[dict]:
+    """meSimp-simplified MNIST models: inference speed against their parameter ratio, read from the stored
+    ``data/results/mesimp_inference/inference.json`` (``experiments.inference_speed`` wrote it; timed in its
+    own run, 1 thread); [] when it is not there."""
+    from .experiments import results_dir
+    from .results import read_json
+
+    path = results_dir("mesimp_inference") / "inference.json"
+    if not path.exists():
+        return []
+    rows = []
+    for r in read_json(path).get("rows", []):
+        for key in ("batch1", "batch1000"):
+            if key in r:
+                rows.append({"model": r["model"], "widths": r["widths"], "param_ratio": r["param_ratio"],
+                             "batch": int(key[5:]), "speedup": r[key]["speedup"], "limit": 1 / r["param_ratio"],
+                             "original_ms": r[key]["original_ms"], "simplified_ms": r[key]["simplified_ms"],
+                             "source": str(path.relative_to(path.parents[3])) if len(path.parents) > 3 else str(path)})
+    return rows
+
+
+def bench_lstm(batch: int, k: int, steps: int = 25, hidden: int = 500, embed: int = 100, threads: int = 1,
+               scale: float = 1.0, seed: int = 0) -> dict | None:
+    """One LSTM direction at the POS tagger's shapes: forward + backward of ``MePropLSTM`` (per-example top-k
+    per gate) against ``torch.nn.LSTM`` (dense, PyTorch's own kernels), interleaved A-B-B-A. None (with a
+    note in the results) when ``mesimp_lib.lstm`` is missing or does not import."""
+    try:
+        from .lstm import MePropLSTM
+    except Exception:  # noqa: BLE001 - written by another part of the project; optional here
+        return None
+    torch.set_num_threads(threads)
+    torch.manual_seed(seed)
+    sparse = MePropLSTM(embed, hidden, k=k)
+    dense = torch.nn.LSTM(embed, hidden, batch_first=True)
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(batch, steps, embed, generator=gen, requires_grad=True)
+    g = torch.randn(batch, steps, hidden, generator=gen)
+
+    def run_dense():
+        out, _ = dense(x)
+        torch.autograd.grad(out, [x, *dense.parameters()], g)
+
+    def run_sparse():
+        for p in sparse.parameters():
+            p.grad = None
+        sparse(x).backward(g)
+
+    ratio, td, ts, rounds = _abba(run_dense, run_sparse, 7, scale)
+    # multiply-adds: forward 4h(in+h) per token, dense backward 2 * 4h(in+h) (dx, dh, dW_ih, dW_hh), sparse 2 * 4k(in+h)
+    return {"batch": batch, "steps": steps, "hidden": hidden, "embed": embed, "k": k, "threads": threads,
+            "dense_ms": td * 1e3, "meprop_ms": ts * 1e3, "speedup": ratio,
+            "limit_backward": hidden / k, "limit_fwd_bwd": 3 / (1 + 2 * k / hidden),
+            "rounds": rounds, "note": f"forward + backward of one direction, T={steps} tokens per sentence"}
 
 
 def run_benchmark(quick: bool = False, scale: float = 1.0, progress=print) -> dict:
@@ -158,24 +309,56 @@ def run_benchmark(quick: bool = False, scale: float = 1.0, progress=print) -> di
             row = bench_layer(b, n, max(1, round(f * n)), "per_example", 1, scale)
             layer_rows.append(row)
             progress(_line(row))
+        from .fused import status
+
+        kernel_status = status()
+        fused_ok = kernel_status.startswith("fused")
+        variants = [("torch", "buffer")] + ([("fused", "buffer"), ("fused", "sparse")] if fused_ok else [])
         for b in (10,) if quick else (10, 50):
             for mode in ("per_example", "unified"):
-                row = bench_mlp(b, 20, mode, 1, scale)
-                mlp_rows.append(row)
-                progress(_line(row))
+                for k in (20,) if quick else (10, 20, 40, 80):
+                    for kernel, wg in variants:
+                        row = bench_mlp(b, k, mode, 1, scale, kernel=kernel, weight_grad=wg)
+                        mlp_rows.append(row)
+                        progress(_line(row))
+        step_rows = []
+        step_variants = [v for v in STEP_VARIANTS if v != "dense + Adam" and (fused_ok or "fused" not in v)]
+        for b in (10,) if quick else (10, 50):
+            for mode in ("per_example",) if quick else ("per_example", "unified"):
+                for v in step_variants:
+                    row = bench_step(b, 20, mode, v, 1, scale, sections=not quick)
+                    step_rows.append(row)
+                    progress(_line(row))
+        lstm_rows, lstm_note = [], ""
+        if not quick:
+            for b in (1, 10):
+                row = bench_lstm(b, 20, scale=scale)
+                if row is None:
+                    lstm_note = "skipped: mesimp_lib.lstm is missing or does not import"
+                    break
+                lstm_rows.append(row)
+                progress(f"LSTM h=500 emb=100 batch {b:3d} T={row['steps']} k=20: dense {row['dense_ms']:.2f} ms "
+                         f"meProp {row['meprop_ms']:.2f} ms speedup {row['speedup']:.2f}x")
     finally:
         torch.set_num_threads(old_threads)
     env = environment()
     env["torch_threads"] = "per row (1 unless stated)"
-    return {"quick": quick, "layer": layer_rows, "mlp": mlp_rows, "environment": env}
+    env["meprop_kernels"] = kernel_status
+    return {"quick": quick, "layer": layer_rows, "mlp": mlp_rows, "step": step_rows, "lstm": lstm_rows,
+            "lstm_note": lstm_note, "inference": bench_inference(), "environment": env}
 
 
 def _line(r: dict) -> str:
     what = r.get("shape", f"layer n={r['n']}")
+    if "variant" in r:
+        what = f"{r['variant']} (step)"
+    elif "kernel" in r:
+        what = f"MLP bwd {r['kernel']}/{r['weight_grad']}"
     return (
         f"{what:34s} batch {r['batch']:4d}  k={r['k']:4d} ({100 * r['k_frac']:4.1f}%)  {r['mode']:11s} "
         f"threads {r['threads']}  dense {r['dense_ms']:9.3f} ms  meProp {r['meprop_ms']:8.3f} ms  "
-        f"speedup {r['speedup']:6.2f}x  (limit n/k {r['limit']:5.1f})  {'ok' if r['correct'] else 'WRONG'}"
+        f"speedup {r['speedup']:6.2f}x  (limit {r.get('limit_fwd_bwd', r.get('limit_backward', r.get('limit'))):5.1f})  "
+        f"{'ok' if r['correct'] else 'WRONG'}"
         + (f"  vs masked {r['speedup_vs_masked']:.2f}x" if r.get("speedup_vs_masked") else "")
     )
 
@@ -215,20 +398,87 @@ def to_markdown(res: dict) -> str:
         "Per-example rows: meProp picks each example's own top-k, so a mini-batch touches the union of "
         "their rows. The layer runs the products on that union's columns when it is at most half the width "
         "(compaction) and on the masked gradient otherwise; *masked dense* is the same layer forced to the "
-        "masked path (`compact_threshold=0`). A fused per-example kernel is future work (see the speed issue).",
+        "masked path (`compact_threshold=0`). These layer rows use the pure-PyTorch kernel; the fused native "
+        "kernel's rows are in the MLP tables below.",
     ]
     out += [
         "",
         "## The paper's MNIST MLP, whole backward (784-500-500-10, k=20 on both hidden layers, output dense)",
         "",
-        "| mode | batch | dense ms | meProp ms | speedup | limit n/k (hidden layers) |",
-        "|---|---|---|---|---|---|",
+        "Kernel `torch` = the pure-PyTorch backward, `fused` = the native C++ kernels of `mesimp_lib.fused` "
+        f"(status in this run: {env.get('meprop_kernels', 'not recorded')}); weight gradient `buffer` = the "
+        "row-re-zeroed dense buffer any optimizer takes, `sparse` = a row-sparse gradient of the selected rows "
+        "(for SGD / the lazy optimizers). The limit is the ratio of multiply-adds of the whole backward "
+        "(the first layer needs no dx; the dense output layer counts in both).",
+        "",
+        "| mode | kernel | weight grad | batch | k | dense ms | meProp ms | speedup | FLOP limit (whole backward) "
+        "| limit n/k (hidden layers) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in res["mlp"]:
         out.append(
-            f"| {r['mode']} | {r['batch']} | {r['dense_ms']:.3f} | {r['meprop_ms']:.3f} | "
-            f"**{r['speedup']:.2f}x** | {r['limit']:.0f} |"
+            f"| {r['mode']} | {r.get('kernel', 'torch')} | {r.get('weight_grad', 'buffer')} | {r['batch']} | "
+            f"{r['k']} | {r['dense_ms']:.3f} | {r['meprop_ms']:.3f} | **{r['speedup']:.2f}x** | "
+            f"{r.get('limit_backward', _mlp_backward_limit(r['k'])):.1f} | {r['limit']:.0f} |"
         )
+    if res.get("step"):
+        out += [
+            "",
+            "## The paper's MNIST MLP, whole training step (forward + loss + backward + optimizer), k=20",
+            "",
+            "Against dense + `torch.optim.Adam(fused=True)` (the paper's unmodified optimizer, PyTorch's fastest "
+            "CPU implementation). *lazy Adam* (`mesimp_lib.lazy.LazyAdam`) updates only the rows with a gradient "
+            "and freezes idle rows and their moments: **not the paper's optimizer** (its accuracy cost: see the "
+            "lazy-optimizer runs). Denormals flushed, as in `train()`. The FLOP limit counts forward + backward "
+            "multiply-adds (not the optimizer). Section times are medians of each variant timed alone.",
+            "",
+            "| variant | mode | batch | dense ms | meProp ms | speedup | FLOP limit (fwd + bwd) | "
+            "fwd / bwd / optimizer ms (dense) | fwd / bwd / optimizer ms (variant) |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
+        for r in res["step"]:
+            sec = r.get("sections") or {}
+
+            def split(name):
+                d = sec.get(name)
+                return "-" if not d else f"{d['forward_ms']:.3f} / {d['backward_ms']:.3f} / {d['optimizer_ms']:.3f}"
+
+            out.append(
+                f"| {r['variant']} | {r['mode']} | {r['batch']} | {r['dense_ms']:.3f} | {r['meprop_ms']:.3f} | "
+                f"**{r['speedup']:.2f}x** | {r['limit_fwd_bwd']:.1f} | {split('dense')} | {split('meprop')} |"
+            )
+    if res.get("lstm") or res.get("lstm_note"):
+        out += ["", "## LSTM step at the POS tagger's shapes (h=500, embedding 100, one direction)", ""]
+        if res.get("lstm_note"):
+            out.append(res["lstm_note"])
+        else:
+            out += [
+                "`MePropLSTM` (per-example top-k per gate, k=20, its default kernel) against `torch.nn.LSTM` "
+                "(dense, PyTorch's own kernels); forward + backward of one direction.",
+                "",
+                "| batch | tokens per sentence | dense ms | meProp ms | speedup | FLOP limit (fwd + bwd) | "
+                "limit h/k (backward) |",
+                "|---|---|---|---|---|---|---|",
+            ]
+            for r in res["lstm"]:
+                out.append(f"| {r['batch']} | {r['steps']} | {r['dense_ms']:.2f} | {r['meprop_ms']:.2f} | "
+                           f"**{r['speedup']:.2f}x** | {r['limit_fwd_bwd']:.1f} | {r['limit_backward']:.0f} |")
+    if res.get("inference"):
+        out += [
+            "",
+            "## Inference of meSimp-simplified MNIST models (stored timings)",
+            "",
+            "From `data/results/mesimp_inference/inference.json` (`experiments.inference_speed`, its own run, "
+            "1 thread): the simplified model against the original 784-500-500-10, images per call = batch. "
+            "The limit is 1 / parameter ratio.",
+            "",
+            "| model | hidden widths | parameter ratio | batch | original ms | simplified ms | speedup | limit |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for r in res["inference"]:
+            out.append(f"| {r['model']} | {r['widths']} | {r['param_ratio']:.3f} | {r['batch']} | "
+                       f"{r['original_ms']:.1f} | {r['simplified_ms']:.1f} | **{r['speedup']:.2f}x** | "
+                       f"{r['limit']:.2f} |")
     return "\n".join(out) + "\n"
 
 

@@ -33,7 +33,10 @@ HELP = {
     "seed": "random seed (init, shuffling, dropout, random-k)",
     "threads": "torch threads (1 = reproducible digits)",
     "train_limit": "use only the first N training images (quick runs)",
-    "weight_grad": "how meProp hands dW to the optimizer: buffer (fast), dense, sparse",
+    "weight_grad": "how meProp hands dW to the optimizer: buffer (fast, any optimizer), dense, sparse "
+                   "(row-sparse; sgd / lazy_adam / lazy_sgd only; fastest with lazy_adam)",
+    "kernel": "meProp backward: torch (pure PyTorch), fused (native C++ kernels, built on first use; error if "
+              "they cannot be built) or auto (fused when available, logged)",
     "rows_every": "measure weight rows really changed every N steps (0 = never)",
     "device": "cpu or cuda",
     "prune_rate": "meSimp: remove unit j if hits[j] < floor(prune_rate * seen)",
@@ -53,7 +56,8 @@ HELP = {
     "activation": "parse: hidden activation cube (Chen & Manning) or relu (none = cube)",
 }
 CHOICES = {"method": METHODS, "optimizer": OPTIMIZERS, "mode": ("per_example", "unified", "random"),
-           "weight_grad": ("buffer", "dense", "sparse"), "task": TASKS, "tagset": TAGSETS, "activation": ACTIVATIONS,
+           "weight_grad": ("buffer", "dense", "sparse"), "kernel": ("torch", "fused", "auto"),
+           "task": TASKS, "tagset": TAGSETS, "activation": ACTIVATIONS,
            "realisation": ("physical", "mask"), "reset": ("fresh", "moments"), "record": ("per_example", "unified"),
            "meact_statistic": ("share", "max_ratio")}
 

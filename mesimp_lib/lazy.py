@@ -13,9 +13,17 @@ Semantics (as ``torch.optim.SparseAdam`` and TensorFlow's LazyAdam):
     parameters without row information (biases, dense layers, weights whose gradient is
     not the meProp buffer) get the ordinary dense update.
 
-Which rows had a gradient comes from ``MePropLinear``'s gradient buffer (the rows it wrote
-since the buffer was last cleared), so no scan of the gradient is needed. Weight decay and
-AMSGrad are not supported.
+Which rows had a gradient comes from the gradient itself when it is row-sparse (a
+``MePropLinear`` with ``weight_grad="sparse"`` hands over a coalesced ``sparse_coo_tensor`` of
+the selected rows: the fastest path, no dense ``[out, in]`` gradient exists at all), or from
+``MePropLinear``'s gradient buffer (``weight_grad="buffer"``: the rows it wrote since the buffer
+was last cleared), so no scan of the gradient is needed. Weight decay and AMSGrad are not
+supported.
+
+Speed: ``LazyAdam`` makes one native call per step for all its parameters (the C++ kernels of
+``mesimp_lib.fused``, ``native=None`` = when they can be built) instead of a dozen PyTorch ops
+per parameter; the pure-PyTorch loop is the reference and the fallback (same formula, equal to
+float rounding).
 """
 
 from __future__ import annotations
@@ -26,8 +34,10 @@ __all__ = ["LazyAdam", "LazySGD", "grad_rows"]
 
 
 def grad_rows(param: torch.Tensor) -> torch.Tensor | None:
-    """Rows of ``param.grad`` that may be non-zero, from the meProp gradient buffer; None if
-    unknown (treat as dense)."""
+    """Rows of ``param.grad`` that may be non-zero (from a row-sparse gradient or the meProp
+    gradient buffer); None if unknown (treat as dense)."""
+    if param.grad is not None and param.grad.is_sparse:
+        return _coalesced(param)._indices()[0]
     buf = getattr(param, "_mesimp_gradbuf", None)
     if buf is None or param.grad is None or param.grad is not buf.tensor or buf.dirty is None:
         return None
@@ -36,50 +46,115 @@ def grad_rows(param: torch.Tensor) -> torch.Tensor | None:
     return torch.unique(torch.cat(buf.dirty))
 
 
+def _coalesced(param: torch.Tensor) -> torch.Tensor:
+    """``param.grad`` as a coalesced sparse tensor (accumulated sparse gradients are not)."""
+    if not param.grad.is_coalesced():
+        param.grad = param.grad.coalesce()
+    return param.grad
+
+
+def _rows_and_values(p: torch.Tensor):
+    """(rows, values) of a row-wise gradient, or (None, dense gradient)."""
+    if p.grad.is_sparse:
+        g = _coalesced(p)
+        return g._indices()[0], g._values()
+    rows = grad_rows(p)
+    return (None, p.grad) if rows is None else (rows, p.grad.index_select(0, rows))
+
+
+_DENSE = torch.empty(0, 0, dtype=torch.long)  # "no rows" for the native step
+
+
 class LazyAdam(torch.optim.Optimizer):
     """Adam that updates only rows with a gradient (see the module docstring).
-    Defaults as the paper's Adam: lr 1e-3, betas (0.9, 0.999), eps 1e-8."""
+    Defaults as the paper's Adam: lr 1e-3, betas (0.9, 0.999), eps 1e-8.
 
-    def __init__(self, params, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8):
+    ``native``: None (default) = the one-call C++ step when the kernels can be built and every
+    parameter is a contiguous CPU float32/float64 tensor; False = the PyTorch loop; True = the
+    native step or an error saying why not."""
+
+    def __init__(self, params, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8, native: bool | None = None):
         if not lr > 0:
             raise ValueError(f"lr={lr} must be > 0")
         if not (0 <= betas[0] < 1 and 0 <= betas[1] < 1):
             raise ValueError(f"betas={betas} must be in [0, 1)")
         super().__init__(params, {"lr": lr, "betas": tuple(betas), "eps": eps})
+        self.native = native
+
+    def _kernels(self):
+        if self.native is False:
+            return None
+        from .fused import kernels, status
+
+        k = kernels()
+        if k is None and self.native:
+            raise RuntimeError(f"LazyAdam(native=True) but the native kernels are unavailable: {status()}")
+        return k
+
+    @staticmethod
+    def _native_ok(p: torch.Tensor) -> bool:
+        return p.device.type == "cpu" and p.dtype in (torch.float32, torch.float64) and p.is_contiguous()
 
     @torch.no_grad()
     def step(self, closure=None):
         loss = closure() if closure is not None else None
+        kern = self._kernels()
         for group in self.param_groups:
-            lr, (b1, b2), eps = group["lr"], group["betas"], group["eps"]
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                st = self.state[p]
-                if not st:
-                    st["step"] = torch.zeros((), dtype=torch.float32)
-                    st["exp_avg"] = torch.zeros_like(p)
-                    st["exp_avg_sq"] = torch.zeros_like(p)
-                st["step"] += 1
-                t = float(st["step"])
-                bc1, bc2 = 1 - b1**t, 1 - b2**t
-                rows = grad_rows(p)
-                m, v = st["exp_avg"], st["exp_avg_sq"]
-                if rows is None:  # dense update, same formula
-                    g = p.grad
-                    m.mul_(b1).add_(g, alpha=1 - b1)
-                    v.mul_(b2).addcmul_(g, g, value=1 - b2)
-                    p.addcdiv_(m, (v / bc2).sqrt_().add_(eps), value=-lr / bc1)
-                    continue
-                if rows.numel() == 0:
-                    continue
-                g = p.grad.index_select(0, rows)  # (r, in)
-                mr = m.index_select(0, rows).mul_(b1).add_(g, alpha=1 - b1)
-                vr = v.index_select(0, rows).mul_(b2).addcmul_(g, g, value=1 - b2)
-                m.index_copy_(0, rows, mr)
-                v.index_copy_(0, rows, vr)
-                p.index_add_(0, rows, mr.div_((vr / bc2).sqrt_().add_(eps)).mul_(-lr / bc1))
+            if kern is not None and all(self._native_ok(p) for p in group["params"]):
+                self._native_step(kern, group)
+            else:
+                self._torch_step(group)
         return loss
+
+    def _state(self, p: torch.Tensor) -> dict:
+        st = self.state[p]
+        if not st:
+            st["step"] = torch.zeros((), dtype=torch.float32)
+            st["exp_avg"] = torch.zeros_like(p, memory_format=torch.contiguous_format)
+            st["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.contiguous_format)
+        return st
+
+    def _native_step(self, kern, group) -> None:
+        params, grads, rows, ms, vs, steps = [], [], [], [], [], []
+        for p in group["params"]:
+            if p.grad is None:
+                continue
+            st = self._state(p)
+            st["step"] += 1
+            r, g = _rows_and_values(p)
+            params.append(p)
+            grads.append(g)
+            rows.append(_DENSE if r is None else r)
+            ms.append(st["exp_avg"])
+            vs.append(st["exp_avg_sq"])
+            steps.append(float(st["step"]))
+        if params:
+            b1, b2 = group["betas"]
+            kern.adam_step(params, grads, rows, ms, vs, steps, group["lr"], b1, b2, group["eps"])
+
+    def _torch_step(self, group) -> None:
+        lr, (b1, b2), eps = group["lr"], group["betas"], group["eps"]
+        for p in group["params"]:
+            if p.grad is None:
+                continue
+            st = self._state(p)
+            st["step"] += 1
+            t = float(st["step"])
+            bc1, bc2 = 1 - b1**t, 1 - b2**t
+            rows, g = _rows_and_values(p)
+            m, v = st["exp_avg"], st["exp_avg_sq"]
+            if rows is None:  # dense update, same formula
+                m.mul_(b1).add_(g, alpha=1 - b1)
+                v.mul_(b2).addcmul_(g, g, value=1 - b2)
+                p.addcdiv_(m, (v / bc2).sqrt_().add_(eps), value=-lr / bc1)
+                continue
+            if rows.numel() == 0:
+                continue
+            mr = m.index_select(0, rows).mul_(b1).add_(g, alpha=1 - b1)  # (r, in)
+            vr = v.index_select(0, rows).mul_(b2).addcmul_(g, g, value=1 - b2)
+            m.index_copy_(0, rows, mr)
+            v.index_copy_(0, rows, vr)
+            p.index_add_(0, rows, mr.div_((vr / bc2).sqrt_().add_(eps)).mul_(-lr / bc1))
 
 
 class LazySGD(torch.optim.Optimizer):
@@ -102,8 +177,7 @@ class LazySGD(torch.optim.Optimizer):
             for p in group["params"]:
                 if p.grad is None:
                     continue
-                rows = grad_rows(p)
-                g = p.grad if rows is None else p.grad.index_select(0, rows)
+                rows, g = _rows_and_values(p)
                 if mom:
                     st = self.state[p]
                     if "momentum_buffer" not in st:

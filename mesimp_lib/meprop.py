@@ -313,43 +313,51 @@ class MePropLinearFunction(torch.autograd.Function):
             if need_b:
                 grad_b = g.sum(0) if not plan.sparsify_bias else g.new_zeros(out).index_copy_(0, idx, gk.sum(0))
             touched = computed = plan.k
+        elif plan.fused:  # ------------------------ per example / random, one native pass
+            # selection (top-k of every row, in the kernel; random indices are drawn here), dx, db, the
+            # record and dW in one call: B*k*in multiply-adds each for dx and dW, no (N, out) mask
+            given = _NO_ROWS if plan.mode == "per_example" else select_random(g, plan.k)
+            scale = out / plan.k if plan.rescale else 1.0
+            buffer = need_w and plan.weight_grad == "buffer"
+            target = ctx.gradbuf.target(ctx.weight) if buffer else _NO_ROWS
+            counts = stats.counts if stats is not None else _NO_ROWS
+            grad_x, grad_b, sel, kept, rows, vals = _fused().topk_backward(
+                g, x.contiguous(), weight.contiguous(), plan.k, given, scale, need_x, need_b, plan.sparsify_bias,
+                target, need_w and not buffer, counts, plan.count_zero_hits)
+            grad_x = grad_x if need_x else None
+            grad_b = grad_b if need_b else None
+            if buffer:
+                ctx.gradbuf.mark(ctx.weight, rows)
+                need_w = False  # already written
+            touched, computed = rows.numel(), plan.k
+            idx = (sel, kept)
+            if stats is not None:  # the kernel added the counts
+                _record(stats, g, idx, plan, n, out, in_f, touched, computed, need_x, wants_w, counted=True)
+                stats = None
         else:  # ----------------------------------------------------- per example / random
             idx = select_per_example(g, plan.k) if plan.mode == "per_example" else select_random(g, plan.k)
             kept = g.gather(1, idx)  # (N, k) the kept gradient entries
             if plan.rescale:
                 kept = kept * (out / plan.k)
-            if plan.fused:  # one native pass: B*k axpy's for dx and for dW, straight into the buffer
-                target = ctx.gradbuf.target(ctx.weight) if need_w else g.new_empty(0)
-                dx, hit = _fused().per_example_backward(kept.contiguous(), idx.contiguous(), x.contiguous(),
-                                                        weight.contiguous(), target, need_x, need_w)
-                grad_x = dx if need_x else None
-                rows_hit = hit.nonzero().squeeze(1)
+            union, pos = torch.unique(idx, return_inverse=True)  # rows of W that get a gradient
+            touched = computed = union.numel()
+            if touched <= plan.compact_threshold * out:  # compaction: only the union's columns
+                gu = g.new_zeros(n, touched).scatter_(1, pos, kept)  # (N, |U|)
+                if need_x:
+                    grad_x = gu @ weight.index_select(0, union)  # (N, in)
                 if need_w:
-                    ctx.gradbuf.mark(ctx.weight, rows_hit)
-                touched, computed = rows_hit.numel(), plan.k
-                if need_b and plan.sparsify_bias:  # the dense bias gradient is computed below
-                    grad_b = g.new_zeros(out).index_add_(0, idx.reshape(-1), kept.reshape(-1))
-                need_w = False  # already written
-            else:
-                union, pos = torch.unique(idx, return_inverse=True)  # rows of W that get a gradient
-                touched = computed = union.numel()
-                if touched <= plan.compact_threshold * out:  # compaction: only the union's columns
-                    gu = g.new_zeros(n, touched).scatter_(1, pos, kept)  # (N, |U|)
-                    if need_x:
-                        grad_x = gu @ weight.index_select(0, union)  # (N, in)
-                    if need_w:
-                        vals, rows = gu.t() @ x, union  # (|U|, in)
-                    if need_b and plan.sparsify_bias:
-                        grad_b = g.new_zeros(out).index_add_(0, union, gu.sum(0))
-                else:  # masked dense products
-                    gm = g.new_zeros(n, out).scatter_(1, idx, kept)  # (N, out)
-                    if need_x:
-                        grad_x = gm @ weight
-                    if need_w:
-                        vals = gm.t() @ x
-                    if need_b and plan.sparsify_bias:
-                        grad_b = gm.sum(0)
-                    computed = out
+                    vals, rows = gu.t() @ x, union  # (|U|, in)
+                if need_b and plan.sparsify_bias:
+                    grad_b = g.new_zeros(out).index_add_(0, union, gu.sum(0))
+            else:  # masked dense products
+                gm = g.new_zeros(n, out).scatter_(1, idx, kept)  # (N, out)
+                if need_x:
+                    grad_x = gm @ weight
+                if need_w:
+                    vals = gm.t() @ x
+                if need_b and plan.sparsify_bias:
+                    grad_b = gm.sum(0)
+                computed = out
             if need_b and not plan.sparsify_bias:
                 grad_b = g.sum(0)
             idx = (idx, kept)
@@ -360,7 +368,9 @@ class MePropLinearFunction(torch.autograd.Function):
             elif plan.weight_grad == "sparse":
                 if rows is None:
                     rows = torch.arange(out, device=vals.device)
-                grad_w = torch.sparse_coo_tensor(rows.unsqueeze(0), vals, weight.shape, check_invariants=False)
+                # rows are unique (a top-k set or a union): coalesced by construction
+                grad_w = torch.sparse_coo_tensor(rows.unsqueeze(0), vals, weight.shape, check_invariants=False,
+                                                 is_coalesced=True)
             else:
                 ctx.gradbuf.write(ctx.weight, rows, vals)
 
@@ -378,7 +388,11 @@ def _fused():
     return kernels()
 
 
-def _record(stats: MePropStats, g, idx, plan: _Plan, n, out, in_f, touched, computed, need_x, need_w) -> None:
+_NO_ROWS = torch.empty(0, 0)  # "no tensor" for the native kernels' optional arguments
+
+
+def _record(stats: MePropStats, g, idx, plan: _Plan, n, out, in_f, touched, computed, need_x, need_w,
+            counted: bool = False) -> None:
     stats.backward_calls += 1
     stats.examples += n
     stats.last_indices = idx if not isinstance(idx, tuple) else idx[0]
@@ -386,7 +400,7 @@ def _record(stats: MePropStats, g, idx, plan: _Plan, n, out, in_f, touched, comp
     stats.rows_touched_total += touched
     stats.macs_dense += n * out * in_f * (int(need_x) + int(need_w))
     stats.macs_done += n * computed * in_f * (int(need_x) + int(need_w))
-    if idx is None:
+    if idx is None or counted:
         return
     if isinstance(idx, tuple):  # per example / random: (indices (N, k), kept values (N, k))
         idx, kept = idx
@@ -557,11 +571,10 @@ class MePropLinear(nn.Module):
     def _use_fused(self, weight_grad: str) -> bool:
         if self.kernel == "torch" or self.k_effective is None:
             return False
-        applies = (self.weight.device.type == "cpu" and self.weight.dtype in (torch.float32, torch.float64)
-                   and weight_grad == "buffer")
+        applies = self.weight.device.type == "cpu" and self.weight.dtype in (torch.float32, torch.float64)
         if not applies:
             if self.kernel == "fused":
-                raise ValueError("kernel='fused' needs a CPU float32/float64 layer with weight_grad='buffer'")
+                raise ValueError("kernel='fused' needs a CPU float32/float64 layer")
             return False
         available = _fused() is not None
         if self.kernel == "fused" and not available:

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .meprop import MODES, WEIGHT_GRADS, resolve_k
+from .meprop import KERNELS, MODES, WEIGHT_GRADS, resolve_k
 from .meact import STATISTICS, MeAct
 from .mesimp import REALISATIONS, RECORDS, RESETS, Simplifier, cycle_phase, reset_optimizer_state
 from .results import environment
@@ -60,7 +60,8 @@ class TrainConfig:
     seed: int = 1  # seeds init, shuffling, dropout and random-k inside the call
     threads: int = 1  # torch threads during the run (1 = reproducible digits)
     train_limit: int | None = None  # use only the first N training images (quick runs)
-    weight_grad: str = "buffer"  # how meProp hands dW to the optimizer (see meprop.py)
+    weight_grad: str = "buffer"  # how meProp hands dW to the optimizer (see meprop.py); sparse + lazy_adam is fastest
+    kernel: str = "torch"  # meProp backward: torch (pure PyTorch) | fused (native C++, error if unavailable) | auto
     rows_every: int = 50  # measure rows really changed by the optimizer every N steps (0 = never)
     device: str = "cpu"  # "cpu" or "cuda"
     # meSimp (method="mesimp"; METHODS.md section 2)
@@ -96,6 +97,8 @@ class TrainConfig:
             bad("optimizer", ", ".join(OPTIMIZERS))
         if self.weight_grad not in WEIGHT_GRADS:
             bad("weight_grad", ", ".join(WEIGHT_GRADS))
+        if self.kernel not in KERNELS:
+            bad("kernel", ", ".join(KERNELS))
         if self.realisation not in REALISATIONS:
             bad("realisation", ", ".join(REALISATIONS))
         if self.reset not in RESETS:
@@ -204,6 +207,7 @@ def build_model(config: TrainConfig) -> MLP:
         dropout=config.dropout,
         rescale=config.rescale,
         weight_grad=config.weight_grad,
+        kernel=config.kernel,
         device=config.device,
     )
 
@@ -222,7 +226,8 @@ def make_optimizer(config: TrainConfig, params) -> torch.optim.Optimizer:
         return torch.optim.Adagrad(params, lr=lr, fused=True)
     if config.optimizer == "sgd":
         return torch.optim.SGD(params, lr=lr)
-    # lazy variants: a departure from the paper's unmodified optimizers (mesimp_lib/lazy.py)
+    # lazy variants: a departure from the paper's unmodified optimizers (mesimp_lib/lazy.py); LazyAdam
+    # makes one native call per step when the C++ kernels can be built (logged), the PyTorch loop otherwise
     from .lazy import LazyAdam, LazySGD
 
     return LazyAdam(params, lr=lr) if config.optimizer == "lazy_adam" else LazySGD(params, lr=lr)
@@ -257,6 +262,8 @@ def _rows_with_grad(layers) -> list[float]:
     out = []
     for layer in layers:
         g = layer.weight.grad
+        if g is not None and g.is_sparse:  # weight_grad="sparse": the stored rows (zero rows are possible)
+            g = g.to_dense()
         out.append(0.0 if g is None else (g != 0).any(1).float().mean().item())
     return out
 

@@ -354,14 +354,15 @@ fused = pytest.mark.skipif(not _fused_available(), reason="native kernels cannot
     mode=st.sampled_from(["per_example", "unified", "random"]),
     rescale=st.booleans(),
     sparsify_bias=st.booleans(),
+    weight_grad=st.sampled_from(["buffer", "sparse", "dense"]),
     seed=st.integers(0, 10_000),
 )
-def test_fused_kernels_equal_masked_reference(b, n_in, n_out, k, mode, rescale, sparsify_bias, seed):
+def test_fused_kernels_equal_masked_reference(b, n_in, n_out, k, mode, rescale, sparsify_bias, weight_grad, seed):
     gen = torch.Generator().manual_seed(seed)
     x = torch.randn(b, n_in, dtype=torch.float64, generator=gen)
     g = torch.randn(b, n_out, dtype=torch.float64, generator=gen)
     layer = MePropLinear(n_in, n_out, k, mode, kernel="fused", rescale=rescale and mode == "random",
-                         sparsify_bias=sparsify_bias).double()
+                         sparsify_bias=sparsify_bias, weight_grad=weight_grad).double()
     gx, gw, gb = run_layer(layer, x, g)
     kk = resolve_k(k, n_out)
     idx = layer.stats.last_indices if mode == "random" and kk is not None else None
@@ -369,6 +370,64 @@ def test_fused_kernels_equal_masked_reference(b, n_in, n_out, k, mode, rescale, 
     torch.testing.assert_close(gx, rx)
     torch.testing.assert_close(gw, rw)
     torch.testing.assert_close(gb, gk.sum(0) if sparsify_bias else g.sum(0))
+    if kk is not None and mode != "unified":  # the record the kernel keeps: non-zero selected entries
+        torch.testing.assert_close(layer.stats.counts, (gk != 0).sum(0))
+        assert layer.stats.last_indices.shape == (b, kk)
+
+
+@fused
+@settings(max_examples=25, deadline=None)
+@given(b=st.integers(1, 6), n_out=st.integers(2, 12), k=st.integers(1, 11), seed=st.integers(0, 10_000),
+       count_zero_hits=st.booleans(), need_x=st.booleans())
+def test_fused_per_example_with_relu_zeros(b, n_out, k, seed, count_zero_hits, need_x):
+    """Gradients with exact zeros (ReLU): dW/dx as the masked reference; zero entries never count unless asked."""
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(b, 5, dtype=torch.float64, generator=gen).requires_grad_(need_x)
+    g = torch.randn(b, n_out, dtype=torch.float64, generator=gen).clamp_min(0.5) - 0.5  # about 30% zeros
+    layer = MePropLinear(5, n_out, k, "per_example", kernel="fused", count_zero_hits=count_zero_hits,
+                         weight_grad="sparse").double()
+    layer(x).backward(g)
+    kk = resolve_k(k, n_out)
+    rx, rw, gk = masked_reference(x.detach(), layer.weight.detach(), g, kk, "per_example")
+    torch.testing.assert_close(layer.weight.grad.to_dense(), rw)
+    if need_x:
+        torch.testing.assert_close(x.grad, rx)
+    else:
+        assert x.grad is None
+    if kk is not None:
+        sel = layer.stats.last_indices
+        assert (g.abs().gather(1, sel).min(1).values >= g.abs().topk(kk, 1).values[:, -1]).all()
+        expected = kk * b if count_zero_hits else int((gk != 0).sum())
+        assert int(layer.stats.counts.sum()) == expected
+        assert layer.weight.grad._indices()[0].tolist() == sorted(set(sel.reshape(-1).tolist()))  # as the torch path
+
+
+def test_fused_fallback_when_the_extension_is_unavailable(monkeypatch, caplog):
+    """MESIMP_FUSED=0 (or a failed build): kernel="auto" quietly uses PyTorch, one log line says so."""
+    import logging
+
+    from mesimp_lib import fused as fused_mod
+    from mesimp_lib.lazy import LazyAdam
+
+    monkeypatch.setattr(fused_mod, "_state", {})
+    monkeypatch.setenv("MESIMP_FUSED", "0")
+    with caplog.at_level(logging.INFO, logger="mesimp_lib.fused"):
+        assert fused_mod.kernels() is None
+    assert "pure PyTorch (disabled by MESIMP_FUSED=0)" in caplog.text
+    torch.manual_seed(0)
+    layer = MePropLinear(6, 9, 3, kernel="auto", weight_grad="sparse").double()
+    x, g = torch.randn(4, 6, dtype=torch.float64), torch.randn(4, 9, dtype=torch.float64)
+    gx, gw, gb = run_layer(layer, x, g)
+    rx, rw, _ = masked_reference(x, layer.weight.detach(), g, 3, "per_example")
+    torch.testing.assert_close(gx, rx)
+    torch.testing.assert_close(gw, rw)
+    opt = LazyAdam(layer.parameters())  # the PyTorch loop
+    opt.step()
+    with pytest.raises(RuntimeError, match="unavailable"):
+        MePropLinear(6, 9, 3, kernel="fused")(torch.randn(2, 6, requires_grad=True))
+    with pytest.raises(RuntimeError, match="unavailable"):
+        LazyAdam(layer.parameters(), native=True).step()
+    monkeypatch.setattr(fused_mod, "_state", {})  # rebuilt state for the following tests
 
 
 @fused
@@ -394,6 +453,6 @@ def test_fused_training_equals_torch_path(mode, set_to_none):
 def test_kernel_argument_validated():
     with pytest.raises(ValueError, match="kernel='cuda'"):
         MePropLinear(4, 5, k=2, kernel="cuda")
-    layer = MePropLinear(4, 5, k=2, kernel="fused", weight_grad="dense")
-    with pytest.raises(ValueError, match="weight_grad='buffer'"):
-        layer(torch.randn(2, 4, requires_grad=True))
+    layer = MePropLinear(4, 5, k=2, kernel="fused", dtype=torch.bfloat16)
+    with pytest.raises(ValueError, match="CPU float32/float64"):
+        layer(torch.randn(2, 4, requires_grad=True, dtype=torch.bfloat16))
