@@ -147,6 +147,10 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--dry-run", action="store_true", help="list the missing runs only")
     e.add_argument("--seeds", type=lambda t: [int(v) for v in t.split(",")], default=None,
                    help="only runs with these seeds, e.g. 1 or 1,2 (default: all)")
+    e.add_argument("--device", default=None, help="run on this device instead (e.g. cuda); stored runs count as "
+                   "done whatever their device")
+    e.add_argument("--only", default=None, type=lambda t: t.split(","),
+                   help="only runs whose name starts with one of these comma-separated prefixes")
     e.add_argument("--verify", action="store_true",
                    help="re-compute the suite's stored runs in this process and check they are identical")
     s = sub.add_parser("summarize", help="print the result tables from data/results")
@@ -201,7 +205,8 @@ def main(argv=None) -> int:
             return 0 if ok else 1
         try:
             for suite in suites:
-                experiments.run_suite(suite, jobs=args.jobs, dry_run=args.dry_run, seeds=args.seeds)
+                experiments.run_suite(suite, jobs=args.jobs, dry_run=args.dry_run, seeds=args.seeds, device=args.device,
+                                      names=args.only)
         except ValueError as e:
             print(f"python -m mesimp_lib experiment: error: {e}", file=sys.stderr)
             return 2

@@ -14,10 +14,10 @@ import statistics
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import fields
+from dataclasses import fields, replace
 from pathlib import Path
 
-from .results import read_json
+from .results import read_json, write_json_atomic
 from .tasks.mnist import data_root
 from .grid import GRID_SUITES, GRID_TABLES, _quick
 from .nlp_grid import NLP_PAPER, NLP_SUITES, NLP_TABLES
@@ -126,13 +126,30 @@ def _same_config(stored: dict | None, cfg: TrainConfig) -> bool:
         return False
     names = {f.name for f in fields(TrainConfig)}
     try:
-        return TrainConfig(**{k: v for k, v in stored.items() if k in names}) == cfg
+        # the device a run was made on does not change what it computes (--device on `experiment`)
+        return TrainConfig(**{k: v for k, v in stored.items() if k in names and k != "device"}) == replace(cfg, device="cpu")
     except ValueError:
         return False
 
 
-def run_suite(suite: str, jobs: int = 1, dry_run: bool = False, log=print, seeds=None) -> list[Path]:
-    """Run the suite's missing runs (``jobs`` at a time, 1 thread each). Returns new files."""
+def _stored_twin(suite: str, cfg: TrainConfig) -> Path | None:
+    """A stored run with exactly this config in the suite's ``_rates`` companion, if any."""
+    other = results_dir(suite + "_rates")
+    if suite.endswith("_rates") or not other.is_dir():
+        return None
+    for f in sorted(other.glob("*.json")):
+        if _same_config(read_json(f).get("config"), cfg):
+            return f
+    return None
+
+
+def run_suite(suite: str, jobs: int = 1, dry_run: bool = False, log=print, seeds=None, device: str | None = None,
+              names=None) -> list[Path]:
+    """Run the suite's missing runs (``jobs`` at a time, 1 thread each). Returns new files.
+
+    ``device`` runs them on another device (e.g. "cuda"); the stored config then says so, and a
+    stored run counts as done whatever its device. ``names`` restricts to runs whose name
+    starts with one of these prefixes."""
     if suite == "widgets":
         if not dry_run:
             from .recordings import record_active_paths
@@ -153,7 +170,17 @@ def run_suite(suite: str, jobs: int = 1, dry_run: bool = False, log=print, seeds
         path = out / f"{name}.json"
         if seeds is not None and cfg.seed not in seeds:
             continue
+        if names and not any(name.startswith(n) for n in names):
+            continue
+        if device is not None:
+            cfg = replace(cfg, device=device)
         if path.exists() and _same_config(read_json(path).get("config"), cfg):
+            continue
+        twin = _stored_twin(suite, cfg)
+        if twin is not None and not dry_run:  # the same run, already made for the prune-rate choice
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_json_atomic(path, read_json(twin))
+            log(f"  {name}: the same config is stored as {twin}; copied")
             continue
         todo.append((name, cfg, path))
     log(f"{suite}: {len(todo)} run(s) to do, results in {out}")
