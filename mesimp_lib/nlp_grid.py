@@ -81,7 +81,8 @@ def _parse_ud_rates() -> dict[str, TrainConfig]:
             for p in PARSE_RATES}
 
 
-LAZY_MNIST = dict(method="meprop", mode="per_example", k=20, batch_size=10, epochs=20, optimizer="lazy_adam")
+LAZY_MNIST = dict(method="meprop", mode="per_example", k=20, batch_size=10, epochs=20, optimizer="lazy_adam",
+                  weight_grad="sparse", kernel="auto")
 
 
 def _lazy_mnist() -> dict[str, TrainConfig]:
