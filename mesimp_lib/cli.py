@@ -165,10 +165,12 @@ def _pct(x: float) -> str:
 def summary(result: dict) -> str:
     c = result["config"]
     t = result["timing"]
+    metric = {"parse": "UAS", "pos": "token acc."}.get(c["task"], "accuracy")
     lines = [
         f"{c['method']} on {c['task']}: {result['command'].replace(' --json OUT.json', '')}",
-        f"  best dev accuracy   {_pct(result['best_dev_acc'])} at epoch {result['best_epoch']:.2f}",
-        f"  test accuracy       {_pct(result['test_acc'])} (at the best dev point)",
+        f"  best dev {metric:10s} {_pct(result['best_dev_acc'])} at epoch {result['best_epoch']:.2f}",
+        f"  test {metric:14s} {_pct(result['test_acc'])} (at the best dev point)"
+        + (f"; test LAS {_pct(result['test_las'])}" if "test_las" in result else ""),
         f"  backprop ratio      {_pct(result['backprop_ratio'])} of each hidden layer's output gradient",
         f"  hidden widths       {result['widths']}",
         f"  time                forward {t['forward_s']:.1f} s, backward {t['backward_s']:.1f} s, "
@@ -227,6 +229,10 @@ def _train(args) -> int:
         config = TrainConfig(**cfg)
     except ValueError as e:
         print(f"python -m mesimp_lib train: error: {e}", file=sys.stderr)
+        return 2
+    if args.save_model and config.task != "mnist":
+        print("python -m mesimp_lib train: error: --save-model is implemented for the MNIST MLP only "
+              f"(got --task {config.task})", file=sys.stderr)
         return 2
     try:
         result = train(config, progress=not args.quiet, return_model=bool(args.save_model))

@@ -434,8 +434,9 @@ def _train(config: TrainConfig, data, progress: bool, on_eval, return_model: boo
         n_params = sum(p.numel() for p in model.parameters())
         extra = {
             "widths_history": widths_history,
-            "final_widths": model.widths,
-            "average_width": round(sum(model.widths) / len(model.widths), 2),
+            # units alive (in mask mode the tensors keep their shape; simp.widths counts the live units)
+            "final_widths": simp.widths,
+            "average_width": round(sum(simp.widths) / len(simp.widths), 2),
             "params": {"start": n_params_start, "final": n_params, "ratio": round(n_params / n_params_start, 4)},
         }
     if meact is not None:

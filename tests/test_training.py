@@ -95,3 +95,14 @@ def test_atomic_write_leaves_no_partial_file(tmp_path):
         write_json_atomic(p, {"a": float("nan")})  # NaN is not valid JSON: refused, old file kept
     assert json.loads(p.read_text()) == {"a": 1}
     assert [f.name for f in tmp_path.iterdir()] == ["r.json"]
+
+
+def test_mesimp_mask_mode_reports_live_widths_like_physical():
+    """In mask mode the tensors keep their shape; the reported widths are the units alive."""
+    runs = {}
+    for realisation in ("mask", "physical"):
+        cfg = TrainConfig(method="mesimp", k=5, prune_rate=0.2, realisation=realisation, cycle_epochs=1,
+                          prunes_per_epoch=2, **QUICK)
+        runs[realisation] = train(cfg, progress=False)
+    assert runs["mask"]["final_widths"] == runs["physical"]["final_widths"]
+    assert max(runs["mask"]["final_widths"]) < 64

@@ -143,6 +143,8 @@ class LayerShrinkageApp(_App):
     """meSimp's layer widths over training, from precomputed runs (prune rate x k)."""
 
     def __init__(self, runs: dict | None = None):
+        """``runs``: {(prune rate, k): stored meSimp result} (default: the MNIST widget runs).
+        The "run live" button trains small MNIST runs, so it is shown for MNIST runs only."""
         self.runs = runs or _load_shrinkage_runs()
         rates = sorted({p for p, _ in self.runs})
         ks = sorted({k for _, k in self.runs})
@@ -155,6 +157,8 @@ class LayerShrinkageApp(_App):
                                  tooltip="train this prune rate and k on 5,000 images for 2 epochs (~15 s)"),
         }
         W.jslink((self.controls["play"], "value"), (self.controls["prune"], "value"))
+        if any(r["config"].get("task", "mnist") != "mnist" for r in self.runs.values()):
+            self.controls["run_live"].layout.display = "none"
         self.progress = W.IntProgress(min=0, max=1, value=0, description="live run", layout=W.Layout(visibility="hidden"))
         self.live: dict = {}
         self.figures = {"widths": go.FigureWidget(figs.shrinkage_figure(self.current(), marker_at=None))}
