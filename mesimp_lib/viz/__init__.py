@@ -1,18 +1,23 @@
 """Plotly figures and ipywidgets apps. The only part of mesimp_lib that imports them."""
 
 from .figures import (
+    bench_facts,
     digit_figure,
     gradient_figure,
     k_curves_figure,
     learning_curves,
     network_figure,
+    run_time_figure,
     shrinkage_figure,
+    speedup_figure,
+    step_time_figure,
     time_split_bars,
     update_curves,
 )
 
 __all__ = [
     "active_paths",
+    "bench_facts",
     "digit_figure",
     "gradient_figure",
     "k_curves_figure",
@@ -20,7 +25,10 @@ __all__ = [
     "layer_shrinkage",
     "learning_curves",
     "network_figure",
+    "run_time_figure",
     "shrinkage_figure",
+    "speedup_figure",
+    "step_time_figure",
     "time_split_bars",
     "update_curves",
 ]

@@ -168,10 +168,15 @@ def shrinkage_figure(result: dict, marker_at: int | None = None) -> go.Figure:
     epochs = [h["epoch"] for h in hist]
     n_layers = len(hist[0]["widths"])
     traces = []
+    if cfg.get("task") == "pos":  # a BiLSTM: one width per direction
+        names = hover = ["forward LSTM cells", "backward LSTM cells"]
+    else:
+        names = [f"hidden layer {li + 1}" for li in range(n_layers)]
+        hover = [f"layer {li + 1}" for li in range(n_layers)]
     for li in range(n_layers):
         traces.append(go.Scatter(x=epochs, y=[h["widths"][li] for h in hist], mode="lines+markers",
-                                 line={"shape": "hv", "color": PALETTE[li]}, name=f"hidden layer {li + 1} width",
-                                 hovertemplate=f"layer {li + 1}<br>epoch %{{x}}<br>%{{y}} units<extra></extra>"))
+                                 line={"shape": "hv", "color": PALETTE[li]}, name=f"{names[li]} width",
+                                 hovertemplate=f"{hover[li]}<br>epoch %{{x}}<br>%{{y}} units<extra></extra>"))
     acc = [(h["epoch"], round(100 * h["dev_acc"], 2)) for h in hist if h.get("dev_acc") is not None]
     traces.append(go.Scatter(x=[a for a, _ in acc], y=[b for _, b in acc], yaxis="y2", mode="lines",
                              line={"dash": "dash", "color": "#444"}, name="dev accuracy after prune (%)",
@@ -266,3 +271,203 @@ def update_curves(results: dict[str, dict], start_epoch: float | None = None,
         margin={"l": 70, "r": 20, "t": 50, "b": 50},
     )
     return fig
+
+
+# ----------------------------------------------------------------------------- speed (notebook 09)
+
+STEP_PARTS = (("forward_ms", "forward", "#9ecae1"), ("backward_ms", "backward", "#ef553b"),
+              ("optimizer_ms", "optimizer step", "#bdbdbd"))
+MAKE_BENCH = "run <code>make bench</code> to fill this"
+
+
+def _env_line(bench: dict) -> str:
+    """Machine, torch and allocator facts of a benchmark file, for a figure's subtitle."""
+    env = bench.get("environment") or {}
+    malloc = env.get("malloc_env")
+    return (f"{env.get('cpu', '?')}, {env.get('cpu_count', '?')} cores, torch {env.get('torch', '?')}, 1 thread "
+            f"unless marked, allocator {'tuned (MALLOC_*)' if malloc else 'glibc defaults'}"
+            + (" (quick run)" if bench.get("quick") else ""))
+
+
+def _note_figure(title: str, note: str, height: int = 300) -> go.Figure:
+    """An empty figure that says what is missing and how to get it."""
+    fig = go.Figure()
+    fig.add_annotation(text=note, x=0.5, y=0.5, xref="paper", yref="paper", showarrow=False, font={"size": 15})
+    fig.update_layout(title=title, template="plotly_white", height=height, xaxis={"visible": False},
+                      yaxis={"visible": False}, margin={"l": 40, "r": 20, "t": 60, "b": 30})
+    return fig
+
+
+def _split_bars(bars: dict[str, dict], title: str, yaxis: str, labels: dict[str, str] | None = None) -> go.Figure:
+    """Stacked forward / backward / optimizer bars, one per entry of ``bars`` (values in ms)."""
+    names = list(bars)
+    fig = go.Figure()
+    for key, name, color in STEP_PARTS:
+        fig.add_trace(go.Bar(x=names, y=_r([bars[b][key] for b in names], 4), name=name, marker_color=color,
+                             hovertemplate=f"%{{x}}<br>{name}: %{{y:.3f}} ms<extra></extra>"))
+    totals = [sum(bars[b][k] for k, _, _ in STEP_PARTS) for b in names]
+    fig.add_trace(go.Scatter(
+        x=names, y=_r(totals, 4), mode="text", textposition="top center", showlegend=False, hoverinfo="skip",
+        text=[f"{t:.2f} ms" + (f"<br>{labels[b]}" if labels and b in labels else "") for b, t in zip(names, totals)]))
+    fig.update_layout(barmode="stack", title=title, yaxis={"title": yaxis, "rangemode": "tozero"},
+                      yaxis_range=[0, round(1.25 * max(totals), 4)] if totals else None,
+                      legend_title="part of a training step", template="plotly_white", height=420,
+                      margin={"l": 60, "r": 20, "t": 100, "b": 50})
+    return fig
+
+
+def step_time_figure(bench: dict, mode: str = "per_example", batch: int = 10, k: int = 20) -> go.Figure:
+    """Where the time of one training step goes, from the benchmark's whole-step section.
+
+    ``bench`` is the dict of ``benchmarks/results.json`` (``mesimp_lib.bench.run_benchmark``).
+    One stacked bar (forward / backward / optimizer, median ms of each section, each variant timed
+    alone) for dense + Adam and for every meProp variant at ``mode``, ``batch`` and ``k`` (the
+    784-500-500-10 MLP); above each bar its total and the whole-step speedup over dense measured
+    interleaved A-B-B-A (more reliable than the ratio of the section medians). A note instead of
+    bars when the file has no such section (an older or ``--quick`` benchmark).
+    """
+    import statistics
+
+    title = f"One training step of 784-500-500-10, mini-batch {batch}, k={k} ({mode.replace('_', ' ')})"
+    rows = [r for r in bench.get("step") or [] if r.get("mode") == mode and r.get("batch") == batch
+            and r.get("k") == k and r.get("sections")]
+    if not rows:
+        return _note_figure(title, f"no whole-step section timings in this benchmark file:<br>{MAKE_BENCH}")
+    dense = {key: statistics.median(r["sections"]["dense"][key] for r in rows) for key, _, _ in STEP_PARTS}
+    bars = {"dense + Adam": dense}
+    labels = {"dense + Adam": "(baseline)"}
+    for r in rows:
+        bars[r["variant"]] = r["sections"]["meprop"]
+        labels[r["variant"]] = f"{r['speedup']:.2f}x vs dense"
+    limit = rows[0].get("limit_fwd_bwd")
+    sub = f"FLOP limit of forward + backward: {limit:.2f}x (the optimizer not counted)" if limit else ""
+    return _split_bars(bars, f"{title}<br><sup>{sub}<br>{_env_line(bench)}</sup>",
+                       "milliseconds per step (median)", labels)
+
+
+def run_time_figure(groups: dict[str, list[dict]], title: str | None = None) -> go.Figure:
+    """Where the time went in stored training runs: forward / backward / optimizer milliseconds per
+    step (each run's totals divided by its steps, mean over the runs of a group).
+
+    ``groups`` maps a bar label to the result dicts of ``mesimp_lib.training.train`` (e.g. the 3
+    seeds of one setting). The runs were timed on a shared machine, so the split is more telling
+    than the absolute height.
+    """
+    bars = {}
+    for label, runs in groups.items():
+        runs = [r for r in runs if r.get("timing", {}).get("steps")]
+        if runs:
+            bars[label] = {key: sum(1e3 * r["timing"][src] / r["timing"]["steps"] for r in runs) / len(runs)
+                           for (key, _, _), src in zip(STEP_PARTS, ("forward_s", "backward_s", "update_s"))}
+    title = title or "Stored training runs: milliseconds per step"
+    if not bars:
+        return _note_figure(title, "no stored runs with timing found")
+    counts = {label: f"mean of {len(groups[label])} runs" for label in bars}
+    return _split_bars(bars, title, "milliseconds per step (mean over runs)", counts)
+
+
+def speedup_figure(bench: dict) -> go.Figure:
+    """Backward speedup over dense against n/k, log-log, beside the FLOP limit y = n/k.
+
+    From ``benchmarks/results.json``: the single square layer rows (unified top-k, one colour per
+    width n, the symbol gives the batch; hollow = all cores), the per-example layer rows, and the
+    784-500-500-10 MLP's whole backward (x = that backward's own FLOP limit, since its dense output
+    layer and the first layer's missing dx make it smaller than 500/k). Points on the dashed line
+    would reach the limit; below the dotted line meProp is slower than dense.
+    """
+    from ..bench import _mlp_backward_limit  # the MLP's FLOP limit, for files written before it was stored
+
+    layer = bench.get("layer") or []
+    mlp = bench.get("mlp") or []
+    title = "Backward speedup over dense against n/k"
+    if not layer and not mlp:
+        return _note_figure(title, f"no benchmark rows in this file: {MAKE_BENCH}")
+    symbols = {1: "circle", 32: "square", 256: "diamond"}
+    widths = sorted({r["n"] for r in layer if r["mode"] == "unified"})
+    traces = []
+
+    def hover(r, what):
+        return (f"{what}<br>batch {r['batch']}, n={r['n']}, k={r['k']}, threads {r['threads']}<br>"
+                f"dense {r['dense_ms']:.3f} ms, meProp {r['meprop_ms']:.3f} ms<br>speedup {r['speedup']:.2f}x")
+
+    for i, n in enumerate(widths):
+        for multi in (False, True):
+            rows = [r for r in layer if r["mode"] == "unified" and r["n"] == n and (r["threads"] > 1) == multi]
+            if not rows:
+                continue
+            traces.append(go.Scatter(
+                x=_r([r["n"] / r["k"] for r in rows], 3), y=_r([r["speedup"] for r in rows], 3), mode="markers",
+                name=f"one layer, unified, n={n}" + (", all cores" if multi else ""),
+                marker={"size": 11, "color": "white" if multi else PALETTE[i % len(PALETTE)],
+                        "symbol": [symbols.get(r["batch"], "cross") for r in rows],
+                        "line": {"width": 2, "color": PALETTE[i % len(PALETTE)]}},
+                text=[hover(r, "one layer, unified") for r in rows], hovertemplate="%{text}<extra></extra>"))
+    pe = [r for r in layer if r["mode"] != "unified"]
+    if pe:
+        traces.append(go.Scatter(
+            x=_r([r["n"] / r["k"] for r in pe], 3), y=_r([r["speedup"] for r in pe], 3), mode="markers",
+            name="one layer, per example", marker={"size": 12, "color": "#222", "symbol": "triangle-up"},
+            text=[hover(r, "one layer, per example") for r in pe], hovertemplate="%{text}<extra></extra>"))
+    for mode, color in (("per_example", "#d62728"), ("unified", "#ff7f0e")):
+        rows = [r for r in mlp if r["mode"] == mode]
+        if rows:
+            traces.append(go.Scatter(
+                x=_r([r.get("limit_backward") or _mlp_backward_limit(r["k"]) for r in rows], 3),
+                y=_r([r["speedup"] for r in rows], 3), mode="markers",
+                name=f"784-500-500-10 whole backward, {mode.replace('_', ' ')}",
+                marker={"size": 12, "color": color, "symbol": "star", "line": {"width": 1, "color": "#444"}},
+                text=[hover(r, f"MLP backward, {mode}, kernel {r.get('kernel', 'torch')}, "
+                               f"dW {r.get('weight_grad', 'buffer')}") for r in rows],
+                hovertemplate="%{text}<extra></extra>"))
+    for batch, symbol in symbols.items():  # legend entries for the symbols
+        traces.append(go.Scatter(x=[None], y=[None], mode="markers", name=f"batch {batch}",
+                                 marker={"size": 10, "symbol": symbol, "color": "#999"}))
+    xs = [x for t in traces for x in t.x if x is not None]
+    top = max(xs + [2.0]) * 1.5
+    traces.append(go.Scatter(x=[1, top], y=[1, top], mode="lines", name="FLOP limit y = n/k",
+                             line={"dash": "dash", "color": "#444"}, hoverinfo="skip"))
+    traces.append(go.Scatter(x=[1, top], y=[1, 1], mode="lines", name="as fast as dense (y = 1)",
+                             line={"dash": "dot", "color": "#999"}, hoverinfo="skip"))
+    fig = go.Figure(traces)
+    fig.update_layout(
+        title=f"{title}: one layer's backward and the paper's MLP<br><sup>{_env_line(bench)}</sup>",
+        xaxis={"type": "log", "title": "n / k (how many times fewer backward multiply-adds)"},
+        yaxis={"type": "log", "title": "speedup over dense backward (median of interleaved rounds)"},
+        template="plotly_white", height=520, legend={"font": {"size": 11}},
+        margin={"l": 70, "r": 20, "t": 70, "b": 50},
+    )
+    return fig
+
+
+def bench_facts(bench: dict) -> list[str]:
+    """The benchmark numbers the speed notebook discusses, as printable lines (a line saying
+    ``make bench`` is needed where the file has no such rows)."""
+    from ..bench import _mlp_backward_limit, _mlp_step_limit
+
+    missing = "not in this benchmark file: run `make bench`"
+    env = bench.get("environment") or {}
+    out = [f"machine: {env.get('cpu', '?')}, torch {env.get('torch', '?')}, allocator "
+           f"{env.get('malloc_env') or 'glibc defaults'}, native kernels: {env.get('meprop_kernels', 'not recorded')}"]
+    one = [r for r in bench.get("layer") or [] if r["mode"] == "unified" and r["threads"] == 1]
+    small = {}
+    for r in one:
+        if r["n"] == 500:
+            small[r["batch"]] = min(small.get(r["batch"], r["dense_ms"]), r["dense_ms"])
+    out.append("one 500x500 layer, dense backward (what a paper-sized product costs in MKL): "
+               + (", ".join(f"batch {b} {ms:.3f} ms" for b, ms in sorted(small.items())) if small else missing))
+    out.append("784-500-500-10 whole backward, batch 10, k=20, FLOP limit "
+               f"{_mlp_backward_limit(20):.1f}x:")
+    rows = [r for r in bench.get("mlp") or [] if r["batch"] == 10 and r["k"] == 20]
+    out += [f"  {r['mode']:11s} kernel {r.get('kernel', 'torch'):5s} dW {r.get('weight_grad', 'buffer'):6s}: "
+            f"dense {r['dense_ms']:.3f} ms, meProp {r['meprop_ms']:.3f} ms, speedup {r['speedup']:.2f}x"
+            for r in rows] or [f"  {missing}"]
+    out.append(f"whole training step, batch 10, k=20, FLOP limit of forward + backward {_mlp_step_limit(20):.2f}x:")
+    rows = [r for r in bench.get("step") or [] if r["batch"] == 10 and r["k"] == 20]
+    out += [f"  {r['mode']:11s} {r['variant']:26s}: speedup {r['speedup']:.2f}x" for r in rows] or [f"  {missing}"]
+    if one:
+        best = max(one, key=lambda r: r["speedup"])
+        out.append(f"largest one-layer speedup (unified, 1 thread): {best['speedup']:.1f}x at batch {best['batch']}, "
+                   f"n={best['n']}, k={best['k']} (limit {best['n'] / best['k']:.0f}x)")
+    else:
+        out.append(f"one-layer unified rows: {missing}")
+    return out
