@@ -163,6 +163,8 @@ STEP_VARIANTS = {
     "meProp + Adam": (True, "torch", "buffer", "adam"),
     "meProp fused + Adam": (True, "fused", "buffer", "adam"),
     "meProp fused + lazy Adam": (True, "fused", "sparse", "lazy_adam"),
+    # the layer as a C++ autograd function (MePropLinear(kernel="native"), per example / random only)
+    "meProp native + lazy Adam": (True, "native", "sparse", "lazy_adam"),
 }
 
 
@@ -313,11 +315,14 @@ def run_benchmark(quick: bool = False, scale: float = 1.0, progress=print) -> di
 
         kernel_status = status()
         fused_ok = kernel_status.startswith("fused")
-        variants = [("torch", "buffer")] + ([("fused", "buffer"), ("fused", "sparse")] if fused_ok else [])
+        variants = [("torch", "buffer")] + ([("fused", "buffer"), ("fused", "sparse"), ("native", "sparse")]
+                                            if fused_ok else [])
         for b in (10,) if quick else (10, 50):
             for mode in ("per_example", "unified"):
                 for k in (20,) if quick else (10, 20, 40, 80):
                     for kernel, wg in variants:
+                        if kernel == "native" and mode == "unified":  # the native layer is per example only
+                            continue
                         row = bench_mlp(b, k, mode, 1, scale, kernel=kernel, weight_grad=wg)
                         mlp_rows.append(row)
                         progress(_line(row))
@@ -326,6 +331,8 @@ def run_benchmark(quick: bool = False, scale: float = 1.0, progress=print) -> di
         for b in (10,) if quick else (10, 50):
             for mode in ("per_example",) if quick else ("per_example", "unified"):
                 for v in step_variants:
+                    if STEP_VARIANTS[v][1] == "native" and mode == "unified":
+                        continue
                     row = bench_step(b, 20, mode, v, 1, scale, sections=not quick)
                     step_rows.append(row)
                     progress(_line(row))
@@ -406,6 +413,8 @@ def to_markdown(res: dict) -> str:
         "## The paper's MNIST MLP, whole backward (784-500-500-10, k=20 on both hidden layers, output dense)",
         "",
         "Kernel `torch` = the pure-PyTorch backward, `fused` = the native C++ kernels of `mesimp_lib.fused` "
+        "called from the Python autograd function, `native` = the whole layer as a C++ autograd function "
+        "(`MePropLinear(kernel=\"native\")`: no Python in its forward's graph node or its backward) "
         f"(status in this run: {env.get('meprop_kernels', 'not recorded')}); weight gradient `buffer` = the "
         "row-re-zeroed dense buffer any optimizer takes, `sparse` = a row-sparse gradient of the selected rows "
         "(for SGD / the lazy optimizers). The limit is the ratio of multiply-adds of the whole backward "

@@ -57,7 +57,9 @@ __all__ = [
 
 MODES = ("per_example", "unified", "random")
 WEIGHT_GRADS = ("buffer", "dense", "sparse")
-KERNELS = ("torch", "fused", "auto")
+KERNELS = ("torch", "fused", "auto", "native")
+NATIVE_MODES = ("per_example", "random")
+NATIVE_WEIGHT_GRADS = ("sparse", "dense")
 
 
 def resolve_k(k, width: int, name: str = "k") -> int | None:
@@ -156,6 +158,79 @@ class MePropStats:
             f"examples={self.examples}, rows_touched={self.mean_rows_touched_frac:.3f}, "
             f"macs_ratio={self.macs_ratio:.3f})"
         )
+
+
+class _NativeCounter:
+    """A ``MePropStats`` counter that adds what the native layer accumulated into ``stats._native``."""
+
+    def __init__(self, slot: int, last: bool = False):
+        self.slot, self.last = slot, last
+
+    def __set_name__(self, owner, name):
+        self.key = "_py_" + name
+
+    def __get__(self, obj, objtype=None):
+        if obj is None:
+            return self
+        v = obj.__dict__.get(self.key, 0)
+        nat = obj.__dict__.get("_native")
+        if nat is None:
+            return v
+        if self.last:  # the value of the last backward: the native one if the native path recorded last
+            return int(nat[self.slot]) if int(nat[6]) else v
+        return v + int(nat[self.slot])
+
+    def __set__(self, obj, value):
+        nat = obj.__dict__.get("_native")
+        if nat is not None and self.last:
+            nat[6] = 0  # the Python path records this step
+            obj.__dict__[self.key] = value
+        else:
+            obj.__dict__[self.key] = value - (0 if nat is None else int(nat[self.slot]))
+
+
+class NativeMePropStats(MePropStats):
+    """``MePropStats`` of a ``kernel="native"`` layer: the C++ backward adds its record to ``counts`` and to the
+    int64 tensor ``_native`` = [backward_calls, examples, last_rows_touched, rows_touched_total, macs_done,
+    macs_dense, who recorded last (0 Python, 1 native, 2 native dense)] and points ``_native_last`` at the
+    last indices, so no Python runs per step; the attributes read the same as ``MePropStats``'s."""
+
+    backward_calls = _NativeCounter(0)
+    examples = _NativeCounter(1)
+    last_rows_touched = _NativeCounter(2, last=True)
+    rows_touched_total = _NativeCounter(3)
+    macs_done = _NativeCounter(4)
+    macs_dense = _NativeCounter(5)
+
+    def reset(self, width: int | None = None, device=None) -> None:
+        self.__dict__["_native"] = torch.zeros(7, dtype=torch.int64)
+        self._native_last = torch.empty(0, dtype=torch.int64)
+        super().reset(width, device)
+
+    @property
+    def last_indices(self) -> torch.Tensor | None:
+        nat = self.__dict__.get("_native")
+        who = int(nat[6]) if nat is not None else 0
+        if who == 1:
+            return self._native_last
+        return None if who == 2 else self.__dict__.get("_py_last_indices")
+
+    @last_indices.setter
+    def last_indices(self, value) -> None:
+        nat = self.__dict__.get("_native")
+        if nat is not None:
+            nat[6] = 0
+        self.__dict__["_py_last_indices"] = value
+
+    @classmethod
+    def from_stats(cls, stats: MePropStats) -> "NativeMePropStats":
+        """A native record continuing ``stats`` (same counts tensor and totals)."""
+        new = cls(stats.width, stats.counts.device)
+        new.counts = stats.counts
+        for name in ("backward_calls", "examples", "last_rows_touched", "rows_touched_total", "macs_done",
+                     "macs_dense", "last_indices"):
+            setattr(new, name, getattr(stats, name))
+        return new
 
 
 # --------------------------------------------------------------------------- plan / buffer
@@ -442,6 +517,15 @@ def _check_mode(mode: str) -> None:
         raise ValueError(f"mode={mode!r} is not a meProp mode; allowed: {', '.join(MODES)}")
 
 
+def _check_native(mode: str, weight_grad: str) -> None:
+    if mode not in NATIVE_MODES:
+        raise ValueError(f"kernel='native' supports mode {' / '.join(NATIVE_MODES)}, not {mode!r} "
+                         "(use kernel='fused' for unified)")
+    if weight_grad not in NATIVE_WEIGHT_GRADS:
+        raise ValueError(f"kernel='native' returns the weight gradient through autograd: weight_grad='sparse' "
+                         f"(LazyAdam, LazySGD, SGD) or 'dense', not {weight_grad!r}")
+
+
 def _check_weight_grad(weight_grad: str) -> None:
     if weight_grad not in WEIGHT_GRADS:
         raise ValueError(f"weight_grad={weight_grad!r} is not allowed; allowed: {', '.join(WEIGHT_GRADS)}")
@@ -474,7 +558,12 @@ class MePropLinear(nn.Module):
         kernel: "torch" (default: the pure-PyTorch backward), "fused" (the native kernels of
             ``mesimp_lib.fused``, compiled on first use: per example, B*k*in multiply-adds
             written straight into the gradient buffer; unified, one native call), or "auto"
-            (fused when it can be built and applies: CPU, float32/64, ``weight_grad="buffer"``).
+            (fused when it can be built and applies: CPU, float32/64, ``weight_grad="buffer"``), or "native"
+            (opt-in: the whole layer, forward and backward, is one C++ autograd function around the fused
+            kernel, so autograd never calls into Python for it; per_example / random modes, CPU float32/64,
+            ``weight_grad="sparse"`` (for LazyAdam / LazySGD / SGD) or ``"dense"``; the same results as
+            "fused"; the record is accumulated natively (``stats`` is a ``NativeMePropStats``). Layers with
+            ``hooks`` (meSimp) take the fused Python path; a dense layer (k None) runs the dense backward in C++).
     """
 
     def __init__(
@@ -505,6 +594,8 @@ class MePropLinear(nn.Module):
         _check_weight_grad(weight_grad)
         if kernel not in KERNELS:
             raise ValueError(f"kernel={kernel!r} is not allowed; allowed: {', '.join(KERNELS)}")
+        if kernel == "native":
+            _check_native(mode, weight_grad)
         self.kernel = kernel
         factory = {"device": device, "dtype": dtype}
         self.weight = nn.Parameter(torch.empty((out_features, in_features), **factory))
@@ -517,7 +608,7 @@ class MePropLinear(nn.Module):
         self.compact_threshold = compact_threshold
         self.track_stats = track_stats
         self.k = k  # validated by the setter
-        self.stats = MePropStats(out_features, device=self.weight.device)
+        self.stats = (NativeMePropStats if kernel == "native" else MePropStats)(out_features, device=self.weight.device)
         self._gradbuf = _RowGradBuffer()
         self.hooks = LayerHooks()
         self.reset_parameters()
@@ -593,6 +684,8 @@ class MePropLinear(nn.Module):
         )
         if not needs_graph:
             return F.linear(x, self.weight, self.bias)
+        if self.kernel == "native" and not self.hooks:
+            return self._native_forward(x)
         self.weight._mesimp_gradbuf = self._gradbuf  # lets a lazy optimizer find the rows with a gradient
         if self.stats.width != self.out_features or self.stats.counts.device != self.weight.device:
             self.stats.reset(self.out_features, self.weight.device)
@@ -607,6 +700,36 @@ class MePropLinear(nn.Module):
             self.hooks if self.hooks else None,
         )
         return y.reshape(*x.shape[:-1], self.out_features)
+
+    def _native_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """kernel="native": the whole layer is one C++ autograd function (``meprop_linear_native``); layers with
+        hooks (meSimp) take the fused Python path instead, with the same results."""
+        _check_native(self.mode, self.weight_grad)
+        w = self.weight
+        if w.device.type != "cpu" or w.dtype not in (torch.float32, torch.float64):
+            raise ValueError(f"kernel='native' needs a CPU float32/float64 layer, not {w.device.type} {w.dtype}")
+        kern = _fused()
+        if kern is None:
+            from .fused import status
+
+            raise RuntimeError(f"kernel='native' requested but the native kernels are unavailable: {status()}")
+        out = w.shape[0]
+        k = resolve_k(self._k, out) or 0
+        stats = self.stats
+        if stats.width != out or stats.counts.device != w.device:
+            stats.reset(out, w.device)
+        if type(stats) is not NativeMePropStats:
+            stats = self.stats = NativeMePropStats.from_stats(stats)
+        if self.track_stats:
+            counts, acc, last = stats.counts, stats._native, stats._native_last
+        else:
+            counts = acc = last = _NO_ROWS
+        random = self.mode == "random"
+        scale = out / k if self.rescale and k else 1.0  # as the other paths: whatever the mode
+        flat = x if x.dim() == 2 else x.reshape(-1, w.shape[1])  # no view node for the common 2-D input
+        y = kern.meprop_linear_native(flat, w, self.bias, k, random, scale, self.sparsify_bias,
+                                      self.weight_grad == "sparse", self.count_zero_hits, counts, acc, last)
+        return y if x.dim() == 2 else y.reshape(*x.shape[:-1], out)
 
     def extra_repr(self) -> str:
         k = self.k_effective

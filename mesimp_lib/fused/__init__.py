@@ -32,11 +32,12 @@ def kernels():
             try:
                 from torch.utils.cpp_extension import load
 
-                src = Path(__file__).with_name("meprop_fused.cpp")
+                here = Path(__file__).parent
+                srcs = [str(here / "meprop_fused.cpp"), str(here / "meprop_native.cpp")]
                 # no -ffast-math: the Adam step must round like torch.optim.Adam; -fno-math-errno lets the
                 # compiler vectorise sqrt
                 flags = ["-O3", "-march=native", "-mprefer-vector-width=512", "-fno-math-errno"]
-                module = load(name="mesimp_meprop_fused", sources=[str(src)], extra_cflags=flags, verbose=False)
+                module = load(name="mesimp_meprop_fused", sources=srcs, extra_cflags=flags, verbose=False)
             except Exception as e:  # noqa: BLE001 - any build failure means: use the fallback
                 why = f"{type(e).__name__}: {str(e).strip().splitlines()[-1] if str(e).strip() else ''}"
         _state["module"] = module

@@ -18,6 +18,8 @@
 // unified_backward: the unified top-k backward as one native call (no Python between the steps):
 //     idx = topk(sum_b |g[b, :]|, k); gk = g[:, idx]; dx = gk @ W[idx]; rows = gk^T @ x
 //
+// meprop_linear_native (meprop_native.cpp): the whole layer as a C++ autograd function around topk_backward.
+//
 // adam_step: one Adam step for a list of parameters, each either dense (rows undefined) or lazy
 // (only the listed rows of the parameter and of its two moments change; values (R, in)).
 #include <torch/extension.h>
@@ -320,9 +322,12 @@ void adam_step(std::vector<torch::Tensor> params, std::vector<torch::Tensor> gra
   }
 }
 
+void init_native(pybind11::module& m);  // meprop_native.cpp: the layer as a C++ autograd function
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("per_example_backward", &per_example_backward, "fused per-example meProp backward (CPU)");
   m.def("topk_backward", &topk_backward, "per-example top-k selection + backward + record in one pass (CPU)");
   m.def("unified_backward", &unified_backward, "unified meProp backward in one native call");
   m.def("adam_step", &adam_step, "dense or row-lazy Adam step over a list of parameters (CPU)");
+  init_native(m);
 }

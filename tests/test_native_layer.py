@@ -1,0 +1,200 @@
+"""MePropLinear(kernel="native"): the layer as a C++ autograd function. Same results as the fused path (exactly:
+same kernel, same tie-breaking), the masked dense reference, the same record, and clear errors elsewhere."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mesimp_lib.meprop import MePropLinear, NativeMePropStats, resolve_k
+
+torch.set_num_threads(1)
+
+
+def _available():
+    from mesimp_lib.fused import kernels
+
+    return kernels() is not None
+
+
+pytestmark = pytest.mark.skipif(not _available(), reason="native kernels cannot be built here")
+
+
+def masked_reference(x, w, g, k, idx):
+    gk = torch.zeros_like(g).scatter_(1, idx, g.gather(1, idx)) if k is not None else g
+    return gk @ w, gk.t() @ x, gk
+
+
+def run(layer, x, g, need_x=True, seed=5):
+    x = x.clone().requires_grad_(need_x)
+    torch.manual_seed(seed)  # random mode draws its indices from the global generator
+    layer(x).backward(g)
+    w = layer.weight.grad
+    return (w.to_dense() if w.is_sparse else w), layer.bias.grad, x.grad
+
+
+def record(stats):
+    return (stats.counts.clone(), stats.backward_calls, stats.examples, stats.last_rows_touched,
+            stats.rows_touched_total, stats.macs_done, stats.macs_dense,
+            None if stats.last_indices is None else stats.last_indices.clone())
+
+
+def pair(n_in, n_out, k, mode, dtype=torch.float32, **kw):
+    out = []
+    for kernel in ("fused", "native"):
+        torch.manual_seed(0)
+        out.append(MePropLinear(n_in, n_out, k, mode, kernel=kernel, dtype=dtype, **kw))
+    return out
+
+
+@pytest.mark.parametrize("mode", ["per_example", "random"])
+@pytest.mark.parametrize("weight_grad", ["sparse", "dense"])
+@pytest.mark.parametrize("need_x", [True, False])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("b,n_in,n_out,k", [(10, 784, 500, 20), (7, 30, 40, 5), (1, 3, 2, 1), (4, 6, 9, None)])
+@pytest.mark.parametrize("relu_zeros", [False, True])
+def test_native_equals_fused_exactly(mode, weight_grad, need_x, dtype, b, n_in, n_out, k, relu_zeros):
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(b, n_in, generator=gen, dtype=dtype)
+    g = torch.randn(b, n_out, generator=gen, dtype=dtype)
+    if relu_zeros:  # exact zeros: ties among zero gradients go to the lowest index, as in the fused kernel
+        g = g.clamp_min(0.7) - 0.7
+    fused, native = pair(n_in, n_out, k, mode, dtype, weight_grad=weight_grad, rescale=mode == "random",
+                         sparsify_bias=relu_zeros)
+    assert isinstance(native.stats, NativeMePropStats)
+    for _ in range(2):  # two steps: the record accumulates
+        fused.zero_grad(set_to_none=True)
+        native.zero_grad(set_to_none=True)
+        a, r = run(fused, x, g, need_x), run(native, x, g, need_x)
+        assert native.weight.grad.is_sparse == (weight_grad == "sparse")
+        for u, v in zip(a, r):
+            assert (u is None) == (v is None)
+            if u is not None:
+                assert torch.equal(u, v)
+        for u, v in zip(record(fused.stats), record(native.stats)):
+            if isinstance(u, torch.Tensor):
+                assert torch.equal(u, v)
+            else:
+                assert u == v
+
+
+@pytest.mark.parametrize("b,n_in,n_out,k", [(10, 784, 500, 20), (5, 8, 12, 3)])
+def test_native_equals_masked_reference(b, n_in, n_out, k):
+    gen = torch.Generator().manual_seed(2)
+    x, g = torch.randn(b, n_in, generator=gen), torch.randn(b, n_out, generator=gen)
+    layer = MePropLinear(n_in, n_out, k, kernel="native", weight_grad="dense")
+    gw, gb, gx = run(layer, x, g)
+    idx = layer.stats.last_indices
+    assert idx.shape == (b, k)
+    ref_idx = g.abs().topk(k, 1).indices
+    assert torch.equal(idx.sort(1).values, ref_idx.sort(1).values)
+    rx, rw, gk = masked_reference(x, layer.weight.detach(), g, k, idx)
+    torch.testing.assert_close(gx, rx, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(gw, rw, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(gb, g.sum(0))
+    torch.testing.assert_close(layer.stats.counts, (gk != 0).sum(0))
+    # the forward is F.linear
+    torch.testing.assert_close(layer(x), F.linear(x, layer.weight, layer.bias))
+
+
+def test_native_forward_shapes_and_no_bias():
+    layer = MePropLinear(6, 9, 3, kernel="native", weight_grad="sparse", bias=False)
+    x = torch.randn(2, 4, 6, requires_grad=True)
+    y = layer(x)
+    assert y.shape == (2, 4, 9)
+    torch.testing.assert_close(y, F.linear(x, layer.weight))
+    y.backward(torch.randn_like(y))
+    assert x.grad.shape == x.shape and layer.weight.grad.is_sparse
+    assert layer.stats.last_indices.shape == (8, 3) and layer.stats.examples == 8
+
+
+def test_native_first_layer_skips_dx_and_stats_off():
+    layer = MePropLinear(5, 7, 2, kernel="native", weight_grad="sparse", track_stats=False)
+    layer(torch.randn(3, 5)).sum().backward()
+    assert layer.weight.grad is not None and layer.stats.backward_calls == 0 and layer.stats.last_indices is None
+
+
+@pytest.mark.parametrize("mode", ["per_example", "random"])
+def test_native_training_with_lazy_adam_equals_fused(mode):
+    from mesimp_lib.lazy import LazyAdam
+    from mesimp_lib.tasks.mnist import MLP
+
+    def steps(kernel):
+        torch.manual_seed(0)
+        net = MLP(k=20, mode=mode, kernel=kernel, weight_grad="sparse")
+        opt = LazyAdam(net.parameters(), lr=1e-3)
+        gen = torch.Generator().manual_seed(1)
+        torch.manual_seed(3)
+        for _ in range(5):
+            opt.zero_grad(set_to_none=True)
+            F.cross_entropy(net(torch.rand(10, 784, generator=gen)), torch.randint(0, 10, (10,), generator=gen)).backward()
+            opt.step()
+        return [p.detach().clone() for p in net.parameters()], [record(l.stats) for l in net.meprop_layers()]
+
+    (pf, sf), (pn, sn) = steps("fused"), steps("native")
+    for p, q in zip(pf, pn):
+        assert torch.equal(p, q)
+    for a, b in zip(sf, sn):
+        for u, v in zip(a, b):
+            if isinstance(u, torch.Tensor):
+                assert torch.equal(u, v)
+            else:
+                assert u == v
+
+
+def test_native_with_hooks_takes_the_fused_path():
+    fused, native = pair(8, 12, 3, "per_example", weight_grad="sparse")
+    mask = torch.ones(12)
+    mask[:4] = 0
+    for layer in (fused, native):
+        layer.hooks.grad_mask = mask
+    gen = torch.Generator().manual_seed(4)
+    x, g = torch.randn(5, 8, generator=gen), torch.randn(5, 12, generator=gen)
+    for u, v in zip(run(fused, x, g), run(native, x, g)):
+        assert torch.equal(u, v)
+    assert int(native.stats.counts[:4].sum()) == 0
+    for u, v in zip(record(fused.stats), record(native.stats)):
+        assert torch.equal(u, v) if isinstance(u, torch.Tensor) else u == v
+    native.hooks.grad_mask = None  # back to the native path: the record continues
+    run(native, x, g)
+    assert native.stats.backward_calls == 2 and native.stats.examples == 10
+
+
+def test_native_stats_reset_and_eval():
+    layer = MePropLinear(8, 12, 3, kernel="native", weight_grad="sparse")
+    layer(torch.randn(4, 8)).sum().backward()
+    assert layer.stats.backward_calls == 1
+    layer.stats.reset()
+    assert layer.stats.backward_calls == 0 and layer.stats.last_indices is None and int(layer.stats.counts.sum()) == 0
+    with torch.no_grad():
+        torch.testing.assert_close(layer(torch.ones(2, 8)), F.linear(torch.ones(2, 8), layer.weight, layer.bias))
+
+
+def test_native_unsupported_settings_raise():
+    with pytest.raises(ValueError, match="per_example / random"):
+        MePropLinear(4, 5, 2, "unified", kernel="native", weight_grad="sparse")
+    with pytest.raises(ValueError, match="weight_grad='sparse'"):
+        MePropLinear(4, 5, 2, kernel="native")  # the default "buffer" is not native
+    layer = MePropLinear(4, 5, 2, kernel="native", weight_grad="sparse", dtype=torch.bfloat16)
+    with pytest.raises(ValueError, match="CPU float32/float64"):
+        layer(torch.randn(2, 4, dtype=torch.bfloat16, requires_grad=True))
+    layer = MePropLinear(4, 5, 2, kernel="native", weight_grad="sparse")
+    layer.mode = "unified"
+    with pytest.raises(ValueError, match="per_example / random"):
+        layer(torch.randn(2, 4, requires_grad=True))
+
+
+def test_native_unavailable_raises(monkeypatch):
+    from mesimp_lib import fused as fused_mod
+
+    monkeypatch.setattr(fused_mod, "_state", {})
+    monkeypatch.setenv("MESIMP_FUSED", "0")
+    with pytest.raises(RuntimeError, match="unavailable"):
+        MePropLinear(6, 9, 3, kernel="native", weight_grad="sparse")(torch.randn(2, 6, requires_grad=True))
+    monkeypatch.setattr(fused_mod, "_state", {})
+
+
+def test_default_layers_unchanged():
+    layer = MePropLinear(4, 5, 2)
+    assert type(layer.stats).__name__ == "MePropStats" and layer.kernel == "torch"
+    assert resolve_k(2, 5) == 2
