@@ -92,13 +92,19 @@ def _parse_block(lines: list[tuple[int, str]], source: str) -> Sentence | None:
             )
     try:
         parsed = conllu.parse("\n".join(t for _, t in lines) + "\n\n")
-    except Exception as e:  # conllu's ParseException and friends
-        raise ConlluError(f"{source}:{first}: malformed CoNLL-U sentence: {e}") from e
+    except Exception as e:  # conllu's ParseException and friends: find the offending line
+        line = first
+        for n, t in token_lines:
+            try:
+                conllu.parse(t + "\n\n")
+            except Exception:
+                line = n
+                break
+        raise ConlluError(f"{source}:{line}: malformed CoNLL-U line: {e}") from e
     if len(parsed) != 1:
         raise ConlluError(f"{source}:{first}: expected one sentence in this block, found {len(parsed)}")
     tl = parsed[0]
-    words, upos, xpos, heads, deprels = [], [], [], [], []
-    token_line_numbers = [n for n, t in token_lines]
+    words, upos, xpos, heads, deprels, word_lines = [], [], [], [], [], []
     for (n, _), tok in zip(token_lines, tl):
         where = f"{source}:{n}"
         tid = tok["id"]
@@ -112,13 +118,13 @@ def _parse_block(lines: list[tuple[int, str]], source: str) -> Sentence | None:
         xpos.append(tok["xpos"] if tok["xpos"] is not None else "_")
         heads.append(head)
         deprels.append(tok["deprel"])
+        word_lines.append(n)
     if not words:
         raise ConlluError(f"{source}:{first}: sentence without word lines")
-    for i, h in enumerate(heads):
+    for i, (h, n) in enumerate(zip(heads, word_lines)):
         if not 0 <= h <= len(words):
-            raise ConlluError(f"{source}: sentence at line {first}: word {i + 1} has HEAD {h}, "
-                              f"outside 0..{len(words)}")
-    del token_line_numbers
+            raise ConlluError(f"{source}:{n}: word {i + 1} has HEAD {h}, outside 0..{len(words)} "
+                              f"(the sentence has {len(words)} words)")
     return Sentence(words, upos, xpos, heads, deprels, sent_id=tl.metadata.get("sent_id"), line=token_lines[0][0])
 
 
