@@ -120,13 +120,15 @@ def _table_nlp(suite: str, groups: dict[str, list[dict]]) -> list[str]:
     metric = "test UAS % | test LAS %" if parse else "test acc %"
     lines = [
         f"| run | seeds | {metric} | best dev % | backprop ratio | backward s / epoch | "
-        "backward speedup vs dense (same seed) | final widths per seed | parameters kept |",
-        "|---|---|---|---|---|---|---|---|---|" + ("---|" if parse else ""),
+        "backward speedup vs dense (same seed) | final widths per seed | average width (share of 500) | "
+        "parameters kept (embeddings included) |",
+        "|---|---|---|---|---|---|---|---|---|---|" + ("---|" if parse else ""),
     ]
     for name, rs in groups.items():
         rs = sorted(rs, key=lambda r: r["config"]["seed"])
         ratios = [dense_bwd[r["config"]["seed"]] / _bwd_per_epoch(r) for r in rs if r["config"]["seed"] in dense_bwd]
         params = [r["params"]["ratio"] for r in rs if "params" in r]
+        avg = statistics.mean(sum(_widths(r)) / len(_widths(r)) for r in rs)
         scores = _mean_sd([r["test_acc"] for r in rs])
         if parse:
             scores += " | " + _mean_sd([r["test_las"] for r in rs])
@@ -135,7 +137,7 @@ def _table_nlp(suite: str, groups: dict[str, list[dict]]) -> list[str]:
             f"{_mean_sd([r['best_dev_acc'] for r in rs])} | {100 * rs[0]['backprop_ratio']:.1f}% | "
             f"{statistics.mean(_bwd_per_epoch(r) for r in rs):.1f} | "
             f"{f'{statistics.mean(ratios):.2f}x' if ratios else '-'} | {' '.join(str(_widths(r)) for r in rs)} | "
-            f"{f'{100 * statistics.mean(params):.1f}%' if params else '100%'} |"
+            f"{avg:.1f} ({100 * avg / 500:.1f}%) | {f'{100 * statistics.mean(params):.1f}%' if params else '100%'} |"
         )
     if suite.endswith("_rates"):
         rate, devs = chosen_rate(suite)
