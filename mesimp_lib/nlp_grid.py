@@ -151,8 +151,9 @@ def _table_lazy(suite: str, groups: dict[str, list[dict]]) -> list[str]:
 
     base = _load_groups("meprop_mnist")
     lines = [
-        "| run | optimizer | seeds | test acc % (mean ± sd) | best dev % | optimizer s / run | whole run s |",
-        "|---|---|---|---|---|---|---|",
+        "| run | optimizer | kernel, dW | seeds | test acc % (mean ± sd) | best dev % | forward s / run | "
+        "backward s / run | optimizer s / run | whole run s |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     rows = [("dense", base.get("dense", [])), ("meprop-per_example-k20", base.get("meprop-per_example-k20", [])),
             *groups.items()]
@@ -161,8 +162,11 @@ def _table_lazy(suite: str, groups: dict[str, list[dict]]) -> list[str]:
             continue
         rs = sorted(rs, key=lambda r: r["config"]["seed"])
         lines.append(
-            f"| {name} | {rs[0]['config']['optimizer']} | {','.join(str(r['config']['seed']) for r in rs)} | "
+            f"| {name} | {rs[0]['config']['optimizer']} | {rs[0]['config'].get('kernel', 'torch')}, "
+            f"{rs[0]['config']['weight_grad']} | {','.join(str(r['config']['seed']) for r in rs)} | "
             f"{_mean_sd([r['test_acc'] for r in rs])} | {_mean_sd([r['best_dev_acc'] for r in rs])} | "
+            f"{statistics.mean(r['timing']['forward_s'] for r in rs):.1f} | "
+            f"{statistics.mean(r['timing']['backward_s'] for r in rs):.1f} | "
             f"{statistics.mean(r['timing']['update_s'] for r in rs):.1f} | "
             f"{statistics.mean(r['timing']['total_s'] for r in rs):.0f} |"
         )
@@ -180,5 +184,7 @@ NLP_PAPER = {
     "the linear parts 18.6x faster; meSimp (authors' README): 500 dims 89.80 -> top-20 51 dims (10.2%) at 90.11. "
     "Ours: UD English EWT, gold POS tags, UAS/LAS without punctuation, projective training sentences only.",
     "lazy_mnist": "The lazy Adam updates only weight rows that received a gradient (their moments too); idle rows "
-    "stay frozen. It is NOT the paper's optimizer (the papers used unmodified Adam).",
+    "stay frozen. It is NOT the paper's optimizer (the papers used unmodified Adam). The first two rows are the "
+    "`meprop_mnist` runs (standard Adam, same setting). Run times come from runs that shared the 2 cores with "
+    "other runs; the controlled speed ratios are in `benchmarks/RESULTS.md`.",
 }
