@@ -124,7 +124,11 @@ def _table_nlp(suite: str, groups: dict[str, list[dict]]) -> list[str]:
         "parameters kept (embeddings included) |",
         "|---|---|---|---|---|---|---|---|---|---|" + ("---|" if parse else ""),
     ]
-    for name, rs in groups.items():
+    def order(item):  # dense, meProp by k, meSimp (by prune rate)
+        r = item[1][0]["config"]
+        return (("dense", "meprop", "random", "mesimp").index(r["method"]), r["k"] or 0, r["prune_rate"])
+
+    for name, rs in sorted(groups.items(), key=order):
         rs = sorted(rs, key=lambda r: r["config"]["seed"])
         ratios = [dense_bwd[r["config"]["seed"]] / _bwd_per_epoch(r) for r in rs if r["config"]["seed"] in dense_bwd]
         params = [r["params"]["ratio"] for r in rs if "params" in r]
