@@ -74,12 +74,14 @@ def _abba(dense_fn, sparse_fn, min_rounds: int, scale: float = 1.0):
     return statistics.median(ratios), statistics.median(td), statistics.median(ts), rounds
 
 
-def bench_layer(batch: int, n: int, k: int, mode: str = "unified", threads: int = 1, scale: float = 1.0, seed: int = 0) -> dict:
-    """One square layer (n -> n): dense backward vs meProp backward."""
+def bench_layer(batch: int, n: int, k: int, mode: str = "unified", threads: int = 1, scale: float = 1.0, seed: int = 0,
+                weight_grad: str = "buffer") -> dict:
+    """One square layer (n -> n): dense backward vs meProp backward (``weight_grad``: the dense row-re-zeroed
+    buffer any optimizer takes, or "sparse", the row-sparse gradient of the selected rows)."""
     torch.set_num_threads(threads)
     gen = torch.Generator().manual_seed(seed)
     x = torch.randn(batch, n, generator=gen, requires_grad=True)
-    layer = MePropLinear(n, n, k=k, mode=mode, bias=False)
+    layer = MePropLinear(n, n, k=k, mode=mode, bias=False, weight_grad=weight_grad)
     w_dense = layer.weight.detach().clone().requires_grad_(True)
     g = torch.randn(batch, n, generator=gen)
     y_dense = F.linear(x, w_dense)
@@ -107,7 +109,11 @@ def bench_layer(batch: int, n: int, k: int, mode: str = "unified", threads: int 
 
     # correctness in the same run: input and weight gradients vs a masked dense reference
     layer.weight.grad = None
-    (gx,) = torch.autograd.grad(y_sparse, (x,), g, retain_graph=True)
+    if weight_grad == "sparse":  # the row-sparse gradient comes back through autograd
+        gx, gw = torch.autograd.grad(y_sparse, (x, layer.weight), g, retain_graph=True)
+        layer.weight.grad = gw.to_dense()
+    else:
+        (gx,) = torch.autograd.grad(y_sparse, (x,), g, retain_graph=True)
     if mode == "unified":
         mask = torch.zeros_like(g).index_fill_(1, select_unified(g, k), 1.0)
     else:
@@ -117,7 +123,7 @@ def bench_layer(batch: int, n: int, k: int, mode: str = "unified", threads: int 
         layer.weight.grad, gk.t() @ x.detach(), rtol=1e-4, atol=1e-4
     )
     return {
-        "batch": batch, "n": n, "k": k, "k_frac": k / n, "mode": mode, "threads": threads,
+        "batch": batch, "n": n, "k": k, "k_frac": k / n, "mode": mode, "threads": threads, "weight_grad": weight_grad,
         "dense_ms": td * 1e3, "meprop_ms": ts * 1e3, "speedup": ratio, "limit": n / k,
         "rounds": rounds, "correct": bool(ok), "speedup_vs_masked": vs_masked,
     }
@@ -310,6 +316,11 @@ def run_benchmark(quick: bool = False, scale: float = 1.0, progress=print) -> di
             row = bench_layer(b, n, k, "unified", 1, scale)
             layer_rows.append(row)
             progress(_line(row))
+        # the row-sparse weight gradient (SGD / the lazy optimizers) skips the dense buffer's two passes
+        for b, n in ((32, 2048), (32, 8192)) if not quick else ():
+            row = bench_layer(b, n, max(1, round(0.01 * n)), "unified", 1, scale, weight_grad="sparse")
+            layer_rows.append(row)
+            progress(_line(row) + "  (sparse dW)")
         all_cores = os.cpu_count() or 1
         if not quick and all_cores > 1:
             for b, n in ((32, 2048), (32, 8192)):
@@ -396,7 +407,9 @@ def to_markdown(res: dict) -> str:
         "3 warm-up calls; backward alone via `torch.autograd.grad` on a graph built once; "
         "correctness (input and weight gradient vs a masked dense reference) checked in the same run.",
         "- dense = PyTorch's `F.linear` autograd; meProp = `MePropLinear` (stats on, weight gradient in its "
-        "row-re-zeroed buffer). `limit n/k` is the FLOP limit of the two backward products.",
+        "row-re-zeroed buffer, which any optimizer takes; rows marked *sparse dW* return the row-sparse gradient "
+        "of the selected rows instead, which SGD and the lazy optimizers take). `limit n/k` is the FLOP limit of "
+        "the two backward products.",
         "",
         "## One square layer (n -> n)",
         "",
@@ -407,7 +420,8 @@ def to_markdown(res: dict) -> str:
     for r in res["layer"]:
         vm = r.get("speedup_vs_masked")
         out.append(
-            f"| {r['mode']} | {r['threads']} | {r['batch']} | {r['n']} | {r['k']} | {100 * r['k_frac']:.0f}% | "
+            f"| {r['mode']}{' (sparse dW)' if r.get('weight_grad') == 'sparse' else ''} | {r['threads']} | "
+            f"{r['batch']} | {r['n']} | {r['k']} | {100 * r['k_frac']:.0f}% | "
             f"{r['dense_ms']:.3f} | {r['meprop_ms']:.3f} | **{r['speedup']:.2f}x** | {r['limit']:.0f} | "
             f"{'-' if vm is None else f'{vm:.2f}x'} | {'yes' if r['correct'] else 'NO'} |"
         )
