@@ -77,3 +77,19 @@ def test_k_explorer_k_changes_both_figures():
     assert json.dumps(grad.layout.title.text) != g
     colors = grad.data[0].marker.color
     assert sum(c == "#d62728" for c in colors) <= 80
+
+
+def test_layer_shrinkage_on_stored_pos_runs_has_no_live_button():
+    from mesimp_lib.experiments import results_dir
+    from mesimp_lib.results import read_json
+    from mesimp_lib.viz import layer_shrinkage
+
+    runs = {(r["config"]["prune_rate"], r["config"]["k"]): r
+            for r in map(read_json, sorted(results_dir("pos_ud_rates").glob("*.json")))}
+    app = layer_shrinkage(runs=runs)
+    assert app.controls["run_live"].layout.display == "none"
+    names = [t.name for t in app.figures["widths"].data]
+    assert any("forward LSTM cells" in n for n in names) and any("backward LSTM cells" in n for n in names)
+    before = [list(t.y) for t in app.figures["widths"].data[:2]]
+    app.controls["prune_rate"].value = 0.05
+    assert [list(t.y) for t in app.figures["widths"].data[:2]] != before

@@ -157,8 +157,13 @@ class LayerShrinkageApp(_App):
                                  tooltip="train this prune rate and k on 5,000 images for 2 epochs (~15 s)"),
         }
         W.jslink((self.controls["play"], "value"), (self.controls["prune"], "value"))
+        caption = figs.SHRINKAGE_CAPTION
         if any(r["config"].get("task", "mnist") != "mnist" for r in self.runs.values()):
             self.controls["run_live"].layout.display = "none"
+            caption = caption.replace("; <i>run live</i> trains the current setting on a small subset.", ".")
+            if any(r["config"].get("task") == "pos" for r in self.runs.values()):
+                caption = caption.replace("the width of each hidden layer", "the memory cells left in each "
+                                          "direction of the LSTM").replace("a unit is deleted", "a cell is deleted")
         self.progress = W.IntProgress(min=0, max=1, value=0, description="live run", layout=W.Layout(visibility="hidden"))
         self.live: dict = {}
         self.figures = {"widths": go.FigureWidget(figs.shrinkage_figure(self.current(), marker_at=None))}
@@ -170,7 +175,7 @@ class LayerShrinkageApp(_App):
             W.HBox([self.controls["prune_rate"], self.controls["k"]]),
             W.HBox([self.controls["play"], self.controls["prune"], self.controls["run_live"], self.progress]),
             self.figures["widths"],
-            W.HTML(figs.SHRINKAGE_CAPTION),
+            W.HTML(caption),
         ])
         self.update()
 
