@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, fields
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 from tqdm.auto import tqdm
 
 from .meprop import KERNELS, MODES, WEIGHT_GRADS, resolve_k
@@ -254,18 +255,195 @@ class _Timer:
         self._t = now
 
 
-def _rows_changed(before: list[torch.Tensor], layers) -> list[float]:
-    return [(layer.weight.detach() != w).any(1).float().mean().item() for w, layer in zip(before, layers)]
+def _rows_changed(before: list[torch.Tensor], weights: list[torch.Tensor]) -> list[float]:
+    return [(w.detach() != b).any(1).float().mean().item() for b, w in zip(before, weights)]
 
 
-def _rows_with_grad(layers) -> list[float]:
+def _rows_with_grad(weights: list[torch.Tensor]) -> list[float]:
     out = []
-    for layer in layers:
-        g = layer.weight.grad
+    for w in weights:
+        g = w.grad
         if g is not None and g.is_sparse:  # weight_grad="sparse": the stored rows (zero rows are possible)
             g = g.to_dense()
         out.append(0.0 if g is None else (g != 0).any(1).float().mean().item())
     return out
+
+
+def _mean_cols(rows: list[list[float]]) -> list[float]:
+    return [round(sum(c) / len(c), 4) for c in zip(*rows)] if rows else []
+
+
+def fit(config: TrainConfig, model: nn.Module, *, epoch_batches, steps_per_epoch: int, loss_fn, evaluate,
+        prune_score, simplifier=None, row_weights, stats_layers, progress: bool = True, on_eval=None,
+        return_model: bool = False, desc: str | None = None, before_step=None, on_epoch_start=None,
+        rows_note: str = "per hidden layer, share of weight rows") -> dict:
+    """The training loop every task shares; returns the JSON-ready result.
+
+    The caller seeds, builds ``model`` and says how to get batches and scores:
+      epoch_batches(epoch)  an iterable of ``steps_per_epoch`` batches (called once per epoch,
+                            after the optimizer reset of a new meSimp cycle);
+      loss_fn(batch)        forward pass and mean loss of one batch;
+      evaluate()            {"dev_acc", "test_acc", ...} (extra keys go into the history);
+      prune_score()         the dev score right after a meSimp prune;
+      simplifier            a meSimp ``Simplifier`` / ``LSTMSimplifier`` or None;
+      row_weights()         the weight matrices whose rows are counted (read each time: a
+                            physical prune replaces them);
+      stats_layers          the meProp layers whose ``stats`` / ``backprop_ratio`` are reported;
+      before_step(batch), on_epoch_start(epoch)  optional hooks (meAct uses them).
+    Evaluates ``evals_per_epoch`` times per epoch, keeps the test score at the best dev point,
+    times forward / backward / optimizer / evaluation, runs the meSimp cycle schedule, and
+    measures every ``rows_every`` steps the rows with a gradient, the rows the optimizer really
+    changed and the mean absolute update.
+    """
+    env = environment()  # before training: the commit and machine that produced the numbers
+    opt = make_optimizer(config, model.parameters())
+    eval_every = max(1, math.ceil(steps_per_epoch / config.evals_per_epoch))
+    timer = _Timer(config.device)
+    history: list[dict] = []
+    rows_changed: list[list[float]] = []
+    rows_grad: list[list[float]] = []
+    updates: list[dict] = []
+    epoch_s: list[float] = []
+    best = {"dev_acc": -1.0}
+    loss_sum, loss_n, step = 0.0, 0, 0
+    bar = None
+
+    def evaluate_point(epoch_float: float) -> None:
+        nonlocal loss_sum, loss_n
+        timer.start()
+        scores = evaluate()
+        timer.stop("eval_s")
+        point = {"step": step, "epoch": round(epoch_float, 4), "train_loss": round(loss_sum / max(1, loss_n), 6),
+                 **scores}
+        loss_sum, loss_n = 0.0, 0
+        history.append(point)
+        if point["dev_acc"] > best["dev_acc"]:
+            best.update(point)
+        if on_eval is not None:
+            on_eval(point, model)
+        if bar is not None:
+            bar.set_postfix(dev=f"{point['dev_acc']:.4f}", refresh=False)
+
+    simp = simplifier
+    widths_history: list[dict] = []
+    n_params_start = sum(p.numel() for p in model.parameters())
+    if simp is not None:
+        n_units = len(simp.widths)
+        widths_history.append({"step": 0, "epoch": 0.0, "widths": simp.widths, "removed": [0] * n_units,
+                               "kept_minimum": [False] * n_units, "dev_acc": None})
+        k_prunes = min(config.prunes_per_epoch, steps_per_epoch)
+        prune_after = {round((p + 1) * steps_per_epoch / k_prunes) - 1 for p in range(k_prunes)}
+
+    def prune(epoch_float: float) -> None:
+        event = simp.prune(opt)
+        timer.start()
+        dev = prune_score()
+        timer.stop("eval_s")
+        widths_history.append({"step": step, "epoch": round(epoch_float, 4), "widths": event["widths"],
+                               "removed": event["removed"], "kept_minimum": event["kept_minimum"], "dev_acc": dev})
+
+    bar = tqdm(total=steps_per_epoch * config.epochs, desc=desc or config.method, disable=not progress,
+               mininterval=1.0)
+    t_total = time.perf_counter()
+    model.train()
+    for epoch in range(config.epochs):
+        t_epoch, eval_before = time.perf_counter(), timer.totals["eval_s"]
+        pruning = False
+        if simp is not None:
+            _, pruning = cycle_phase(epoch, config.cycle_epochs)
+            if epoch > 0 and epoch % config.cycle_epochs == 0:  # a new cycle: re-initialise the optimizer
+                if config.reset == "fresh":
+                    opt = make_optimizer(config, model.parameters())
+                else:
+                    reset_optimizer_state(opt)
+        if on_epoch_start is not None:
+            on_epoch_start(epoch)
+        for i, batch in enumerate(epoch_batches(epoch)):
+            if before_step is not None:
+                before_step(batch)
+            timer.start()
+            loss = loss_fn(batch)
+            timer.stop("forward_s")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if config.grad_clip is not None:
+                torch.nn.utils.clip_grad_value_(model.parameters(), config.grad_clip)
+            timer.stop("backward_s")
+            measure = config.rows_every and step % config.rows_every == 0
+            if measure:
+                weights = row_weights()
+                before = [w.detach().clone() for w in weights]
+                before_all = [p.detach().clone() for p in model.parameters()]
+                rows_grad.append(_rows_with_grad(weights))
+                timer.start()
+            opt.step()
+            timer.stop("update_s")
+            if measure:
+                rows_changed.append(_rows_changed(before, row_weights()))
+                change = sum(float((p.detach() - q).abs().sum()) for p, q in zip(model.parameters(), before_all))
+                updates.append({"step": step, "epoch": round(epoch + i / steps_per_epoch, 4),
+                                "mean_abs_update": change / sum(q.numel() for q in before_all)})
+            step += 1
+            loss_sum += loss.item()
+            loss_n += 1
+            bar.update(1)
+            if pruning and i in prune_after:
+                prune(epoch + (i + 1) / steps_per_epoch)
+            if (i + 1) % eval_every == 0 or i + 1 == steps_per_epoch:
+                evaluate_point(epoch + (i + 1) / steps_per_epoch)
+        epoch_s.append(round(time.perf_counter() - t_epoch - (timer.totals["eval_s"] - eval_before), 3))
+    bar.close()
+    total_s = time.perf_counter() - t_total
+
+    stats = [layer.stats for layer in stats_layers]
+    timing = {k: round(v, 3) for k, v in timer.totals.items()}
+    timing.update(total_s=round(total_s, 3), steps=step, epoch_s=epoch_s)
+    extra = {}
+    if simp is not None:
+        simp.detach()
+        n_params = sum(p.numel() for p in model.parameters())
+        extra = {
+            "widths_history": widths_history,
+            # units alive (in mask mode the tensors keep their shape; simp.widths counts the live units)
+            "final_widths": simp.widths,
+            "average_width": round(sum(simp.widths) / len(simp.widths), 2),
+            "params": {"start": n_params_start, "final": n_params, "ratio": round(n_params / n_params_start, 4)},
+        }
+    if return_model:
+        extra["model"] = model
+    return {
+        "config": asdict(config),
+        "command": config.to_cli() + " --json OUT.json",
+        "best_dev_acc": best["dev_acc"],
+        "test_acc": best["test_acc"],
+        "best_epoch": best["epoch"],
+        "best_step": best["step"],
+        "best": {k: v for k, v in best.items() if k not in ("step", "epoch", "train_loss")},
+        "final_dev_acc": history[-1]["dev_acc"],
+        "final_test_acc": history[-1]["test_acc"],
+        "history": history,
+        "timing": timing,
+        "backprop_ratio": round(sum(layer.backprop_ratio for layer in stats_layers) / len(stats_layers), 6),
+        "widths": model.widths,
+        "rows": {
+            "note": f"{rows_note}: with a non-zero gradient / really changed by the optimizer step (sampled every "
+            f"{config.rows_every} steps)",
+            "with_grad": _mean_cols(rows_grad),
+            "changed": _mean_cols(rows_changed),
+        },
+        "updates": {
+            "note": "mean |parameter change| per parameter of one optimizer step (the update the optimizer "
+            f"really applied), sampled every {config.rows_every} steps",
+            "samples": [{**u, "mean_abs_update": round(u["mean_abs_update"], 9)} for u in updates],
+            "mean": round(sum(u["mean_abs_update"] for u in updates) / len(updates), 9) if updates else None,
+        },
+        "meprop": {
+            "rows_touched_per_step": [round(s.mean_rows_touched_frac, 4) for s in stats],
+            "backward_macs_ratio": [round(s.macs_ratio, 4) for s in stats],
+        },
+        "environment": env,
+        **extra,
+    }
 
 
 def train(config: TrainConfig, data=None, progress: bool = True, on_eval=None, return_model: bool = False) -> dict:
@@ -303,177 +481,51 @@ def train(config: TrainConfig, data=None, progress: bool = True, on_eval=None, r
 
 
 def _train(config: TrainConfig, data, progress: bool, on_eval, return_model: bool) -> dict:
+    """The MNIST MLP through the shared loop (``fit``)."""
     device = torch.device(config.device)
-    env = environment()  # before training: the commit and machine that produced the numbers
     torch.manual_seed(config.seed)
     gen = torch.Generator().manual_seed(config.seed)
     model = build_model(config).to(device)
-    opt = make_optimizer(config, model.parameters())
-
     train_x, train_y = data.train_x, data.train_y
     if config.train_limit is not None:
         train_x, train_y = train_x[: config.train_limit], train_y[: config.train_limit]
     train_x, train_y = train_x.to(device), train_y.to(device)
     n = len(train_y)
     steps_per_epoch = math.ceil(n / config.batch_size)
-    eval_every = max(1, math.ceil(steps_per_epoch / config.evals_per_epoch))
-    timer = _Timer(config.device)
-    history: list[dict] = []
-    rows_changed: list[list[float]] = []
-    rows_grad: list[list[float]] = []
-    best = {"dev_acc": -1.0}
-    loss_sum, loss_n, step = 0.0, 0, 0
     hidden = list(model.hidden)
 
-    def evaluate(epoch_float: float) -> None:
-        nonlocal loss_sum, loss_n
-        timer.start()
-        point = {
-            "step": step,
-            "epoch": round(epoch_float, 4),
-            "train_loss": round(loss_sum / max(1, loss_n), 6),
-            "dev_acc": accuracy(model, data.dev_x, data.dev_y),
-            "test_acc": accuracy(model, data.test_x, data.test_y),
-        }
-        timer.stop("eval_s")
-        loss_sum, loss_n = 0.0, 0
-        history.append(point)
-        if point["dev_acc"] > best["dev_acc"]:
-            best.update(point)
-        if on_eval is not None:
-            on_eval(point, model)
-        if bar is not None:
-            bar.set_postfix(dev=f"{point['dev_acc']:.4f}", refresh=False)
+    def epoch_batches(_epoch):
+        perm = torch.randperm(n, generator=gen).to(device)
+        for i in range(steps_per_epoch):
+            yield perm[i * config.batch_size : (i + 1) * config.batch_size]
 
-    simp = None
-    widths_history: list[dict] = []
-    n_params_start = sum(p.numel() for p in model.parameters())
+    def loss_fn(idx):
+        return F.cross_entropy(model(train_x[idx]), train_y[idx])
+
+    def evaluate():
+        return {"dev_acc": accuracy(model, data.dev_x, data.dev_y), "test_acc": accuracy(model, data.test_x, data.test_y)}
+
+    simp = meact = None
     if config.method == "mesimp":
         simp = Simplifier(model, config.prune_rate, config.realisation, config.record, config.count_zero_hits,
                           config.min_units)
-        widths_history.append({"step": 0, "epoch": 0.0, "widths": simp.widths, "removed": [0] * len(hidden),
-                               "kept_minimum": [False] * len(hidden), "dev_acc": None})
-        k_prunes = min(config.prunes_per_epoch, steps_per_epoch)
-        prune_after = {round((p + 1) * steps_per_epoch / k_prunes) - 1 for p in range(k_prunes)}
-
-    meact = None
     if config.method == "meact":
         meact = MeAct(model, n, config.meact_threshold, config.meact_statistic)
-    updates: list[dict] = []
 
-    def prune(epoch_float: float) -> None:
-        event = simp.prune(opt)
-        timer.start()
-        dev = accuracy(model, data.dev_x, data.dev_y)
-        timer.stop("eval_s")
-        widths_history.append({"step": step, "epoch": round(epoch_float, 4), "widths": event["widths"],
-                               "removed": event["removed"], "kept_minimum": event["kept_minimum"], "dev_acc": dev})
-
-    bar = tqdm(total=steps_per_epoch * config.epochs, desc=config.method, disable=not progress, mininterval=1.0)
-    t_total = time.perf_counter()
-    model.train()
-    for epoch in range(config.epochs):
-        pruning = False
-        if simp is not None:
-            _, pruning = cycle_phase(epoch, config.cycle_epochs)
-            if epoch > 0 and epoch % config.cycle_epochs == 0:  # a new cycle: re-initialise the optimizer
-                if config.reset == "fresh":
-                    opt = make_optimizer(config, model.parameters())
-                else:
-                    reset_optimizer_state(opt)
+    def on_epoch_start(epoch):
         if meact is not None and epoch == config.meact_start_epoch:
             meact.start()
-        perm = torch.randperm(n, generator=gen).to(device)
-        for i in range(steps_per_epoch):
-            idx = perm[i * config.batch_size : (i + 1) * config.batch_size]
-            xb, yb = train_x[idx], train_y[idx]
-            if meact is not None:
-                meact.set_batch(idx)
-            timer.start()
-            loss = F.cross_entropy(model(xb), yb)
-            timer.stop("forward_s")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if config.grad_clip is not None:
-                torch.nn.utils.clip_grad_value_(model.parameters(), config.grad_clip)
-            timer.stop("backward_s")
-            measure = config.rows_every and step % config.rows_every == 0
-            if measure:
-                before = [layer.weight.detach().clone() for layer in hidden]
-                before_all = [p.detach().clone() for p in model.parameters()]
-                rows_grad.append(_rows_with_grad(hidden))
-                timer.start()
-            opt.step()
-            timer.stop("update_s")
-            if measure:
-                rows_changed.append(_rows_changed(before, hidden))
-                change = sum(float((p.detach() - q).abs().sum()) for p, q in zip(model.parameters(), before_all))
-                updates.append({"step": step, "epoch": round(epoch + i / steps_per_epoch, 4),
-                                "mean_abs_update": change / sum(q.numel() for q in before_all)})
-            step += 1
-            loss_sum += loss.item()
-            loss_n += 1
-            bar.update(1)
-            if pruning and i in prune_after:
-                prune(epoch + (i + 1) / steps_per_epoch)
-            if (i + 1) % eval_every == 0 or i + 1 == steps_per_epoch:
-                evaluate(epoch + (i + 1) / steps_per_epoch)
-    bar.close()
-    total_s = time.perf_counter() - t_total
 
-    stats = [layer.stats for layer in hidden]
-
-    def mean_cols(rows: list[list[float]]) -> list[float]:
-        return [round(sum(c) / len(c), 4) for c in zip(*rows)] if rows else []
-
-    timing = {k: round(v, 3) for k, v in timer.totals.items()}
-    timing.update(total_s=round(total_s, 3), steps=step)
-    extra = {}
-    if simp is not None:
-        simp.detach()
-        n_params = sum(p.numel() for p in model.parameters())
-        extra = {
-            "widths_history": widths_history,
-            # units alive (in mask mode the tensors keep their shape; simp.widths counts the live units)
-            "final_widths": simp.widths,
-            "average_width": round(sum(simp.widths) / len(simp.widths), 2),
-            "params": {"start": n_params_start, "final": n_params, "ratio": round(n_params / n_params_start, 4)},
-        }
+    result = fit(
+        config, model, epoch_batches=epoch_batches, steps_per_epoch=steps_per_epoch, loss_fn=loss_fn,
+        evaluate=evaluate, prune_score=lambda: accuracy(model, data.dev_x, data.dev_y), simplifier=simp,
+        row_weights=lambda: [layer.weight for layer in hidden], stats_layers=hidden, progress=progress,
+        on_eval=on_eval, return_model=return_model, on_epoch_start=on_epoch_start,
+        before_step=(lambda idx: meact.set_batch(idx)) if meact is not None else None,
+    )
+    del result["best"]
     if meact is not None:
         meact.detach()
-        extra["meact"] = {**meact.stats(), "start_epoch": config.meact_start_epoch,
-                          "note": "meAct is a reconstruction from the paper's text (no released code)"}
-    if return_model:
-        extra["model"] = model
-    return {
-        "config": asdict(config),
-        "command": config.to_cli() + " --json OUT.json",
-        "best_dev_acc": best["dev_acc"],
-        "test_acc": best["test_acc"],
-        "best_epoch": best["epoch"],
-        "best_step": best["step"],
-        "final_dev_acc": history[-1]["dev_acc"],
-        "final_test_acc": history[-1]["test_acc"],
-        "history": history,
-        "timing": timing,
-        "backprop_ratio": round(sum(layer.backprop_ratio for layer in hidden) / len(hidden), 6),
-        "widths": model.widths,
-        "rows": {
-            "note": "per hidden layer, share of weight rows: with a non-zero gradient / really changed by "
-            f"the optimizer step (sampled every {config.rows_every} steps)",
-            "with_grad": mean_cols(rows_grad),
-            "changed": mean_cols(rows_changed),
-        },
-        "updates": {
-            "note": "mean |parameter change| per parameter of one optimizer step (the update Adam really applied), "
-            f"sampled every {config.rows_every} steps",
-            "samples": [{**u, "mean_abs_update": round(u["mean_abs_update"], 9)} for u in updates],
-            "mean": round(sum(u["mean_abs_update"] for u in updates) / len(updates), 9) if updates else None,
-        },
-        "meprop": {
-            "rows_touched_per_step": [round(s.mean_rows_touched_frac, 4) for s in stats],
-            "backward_macs_ratio": [round(s.macs_ratio, 4) for s in stats],
-        },
-        "environment": env,
-        **extra,
-    }
+        result["meact"] = {**meact.stats(), "start_epoch": config.meact_start_epoch,
+                           "note": "meAct is a reconstruction from the paper's text (no released code)"}
+    return result

@@ -224,7 +224,7 @@ def test_tiny_training_runs(small, method, realisation):
     d = r["data"]
     assert d["train_sentences"] == 200 and d["projective_used"] + d["skipped_nonprojective"] == 200
     assert d["train_transitions"] > 0 and d["dev_sentences"] == 80
-    assert 0 <= r["test_acc"] <= 1 and r["timing"]["epoch_s"] > 0 and r["timing"]["steps"] > 0
+    assert 0 <= r["test_acc"] <= 1 and min(r["timing"]["epoch_s"]) > 0 and r["timing"]["steps"] > 0
     want = {"dense": 1.0, "meprop": 8 / 64, "mesimp": 8 / r["model"].widths[0]}[method]
     assert r["backprop_ratio"] == pytest.approx(want, abs=1e-6)
     if method == "mesimp":

@@ -60,13 +60,12 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
 from ..meprop import MePropLinear
 from .ud import PAD, UNK, Sentence, Treebank, Vocab, load_ud, punct_mask
@@ -619,14 +618,12 @@ def train_parse(config, data: Treebank | None = None, progress: bool = True, on_
     ``metric`` and ``data``.
     """
     # training sits above tasks; imported here so that the tasks layer does not need it at import
-    from ..mesimp import Simplifier, cycle_phase, reset_optimizer_state
-    from ..results import environment
-    from ..training import _rows_changed, _rows_with_grad, _Timer, make_optimizer
+    from ..mesimp import Simplifier
+    from ..training import fit
 
     if config.task != "parse":
         raise ValueError(f"task={config.task!r}: train_parse trains task='parse'")
     device = torch.device(config.device)
-    env = environment()
     torch.manual_seed(config.seed)
     gen = torch.Generator().manual_seed(config.seed)
     data = data if data is not None else load_ud()
@@ -641,169 +638,38 @@ def train_parse(config, data: Treebank | None = None, progress: bool = True, on_
     train_y = torch.from_numpy(gold_np).to(device)
 
     model = build_parser_model(config, vocab).to(device)
-    opt = make_optimizer(config, model.parameters())
     n = len(train_y)
     if n == 0:
         raise ValueError(f"train_limit={config.train_limit}: no projective training sentence to train on")
     steps_per_epoch = math.ceil(n / config.batch_size)
-    eval_every = max(1, math.ceil(steps_per_epoch / config.evals_per_epoch))
-    timer = _Timer(config.device)
-    history: list[dict] = []
-    rows_changed: list[list[float]] = []
-    rows_grad: list[list[float]] = []
-    updates: list[dict] = []
-    best = {"dev_acc": -1.0}
-    loss_sum, loss_n, step = 0.0, 0, 0
     hidden = list(model.hidden)
-    bar = None
 
-    def evaluate_point(epoch_float: float) -> None:
-        nonlocal loss_sum, loss_n
-        timer.start()
-        dev = evaluate(model, data.dev, vocab)
-        test = evaluate(model, data.test, vocab)
-        timer.stop("eval_s")
-        point = {
-            "step": step,
-            "epoch": round(epoch_float, 4),
-            "train_loss": round(loss_sum / max(1, loss_n), 6),
-            "dev_acc": dev["uas"],
-            "test_acc": test["uas"],
-            "dev_las": dev["las"],
-            "test_las": test["las"],
-        }
-        loss_sum, loss_n = 0.0, 0
-        history.append(point)
-        if point["dev_acc"] > best["dev_acc"]:
-            best.update(point)
-        if on_eval is not None:
-            on_eval(point, model)
-        if bar is not None:
-            bar.set_postfix(dev_uas=f"{point['dev_acc']:.4f}", refresh=False)
+    def epoch_batches(_epoch):
+        perm = torch.randperm(n, generator=gen).to(device)
+        for i in range(steps_per_epoch):
+            yield perm[i * config.batch_size : (i + 1) * config.batch_size]
+
+    def scores():
+        dev, test = evaluate(model, data.dev, vocab), evaluate(model, data.test, vocab)
+        return {"dev_acc": dev["uas"], "test_acc": test["uas"], "dev_las": dev["las"], "test_las": test["las"]}
 
     simp = None
-    widths_history: list[dict] = []
-    n_params_start = sum(p.numel() for p in model.parameters())
     if config.method == "mesimp":
         simp = Simplifier(model, config.prune_rate, config.realisation, config.record, config.count_zero_hits,
                           config.min_units)
-        widths_history.append({"step": 0, "epoch": 0.0, "widths": simp.widths, "removed": [0] * len(hidden),
-                               "kept_minimum": [False] * len(hidden), "dev_acc": None})
-        k_prunes = min(config.prunes_per_epoch, steps_per_epoch)
-        prune_after = {round((p + 1) * steps_per_epoch / k_prunes) - 1 for p in range(k_prunes)}
-
-    def prune(epoch_float: float) -> None:
-        event = simp.prune(opt)
-        timer.start()
-        dev = evaluate(model, data.dev, vocab)["uas"]
-        timer.stop("eval_s")
-        widths_history.append({"step": step, "epoch": round(epoch_float, 4), "widths": event["widths"],
-                               "removed": event["removed"], "kept_minimum": event["kept_minimum"], "dev_acc": dev})
-
-    bar = tqdm(total=steps_per_epoch * config.epochs, desc=f"parse {config.method}", disable=not progress,
-               mininterval=1.0)
-    epoch_train_s: list[float] = []
-    t_total = time.perf_counter()
-    model.train()
-    for epoch in range(config.epochs):
-        t_epoch, eval_before = time.perf_counter(), timer.totals["eval_s"]
-        pruning = False
-        if simp is not None:
-            _, pruning = cycle_phase(epoch, config.cycle_epochs)
-            if epoch > 0 and epoch % config.cycle_epochs == 0:  # a new cycle: re-initialise the optimizer
-                if config.reset == "fresh":
-                    opt = make_optimizer(config, model.parameters())
-                else:
-                    reset_optimizer_state(opt)
-        perm = torch.randperm(n, generator=gen).to(device)
-        for i in range(steps_per_epoch):
-            idx = perm[i * config.batch_size : (i + 1) * config.batch_size]
-            xb, yb = train_x[idx], train_y[idx]
-            timer.start()
-            loss = F.cross_entropy(model(xb), yb)
-            timer.stop("forward_s")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if config.grad_clip is not None:
-                torch.nn.utils.clip_grad_value_(model.parameters(), config.grad_clip)
-            timer.stop("backward_s")
-            measure = config.rows_every and step % config.rows_every == 0
-            if measure:
-                before = [layer.weight.detach().clone() for layer in hidden]
-                before_all = [p.detach().clone() for p in model.parameters()]
-                rows_grad.append(_rows_with_grad(hidden))
-                timer.start()
-            opt.step()
-            timer.stop("update_s")
-            if measure:
-                rows_changed.append(_rows_changed(before, hidden))
-                change = sum(float((p.detach() - q).abs().sum()) for p, q in zip(model.parameters(), before_all))
-                updates.append({"step": step, "epoch": round(epoch + i / steps_per_epoch, 4),
-                                "mean_abs_update": change / sum(q.numel() for q in before_all)})
-            step += 1
-            loss_sum += loss.item()
-            loss_n += 1
-            bar.update(1)
-            if pruning and i in prune_after:
-                prune(epoch + (i + 1) / steps_per_epoch)
-            if (i + 1) % eval_every == 0 or i + 1 == steps_per_epoch:
-                evaluate_point(epoch + (i + 1) / steps_per_epoch)
-        epoch_train_s.append(time.perf_counter() - t_epoch - (timer.totals["eval_s"] - eval_before))
-    bar.close()
-    total_s = time.perf_counter() - t_total
-
-    stats = [layer.stats for layer in hidden]
-
-    def mean_cols(rows: list[list[float]]) -> list[float]:
-        return [round(sum(c) / len(c), 4) for c in zip(*rows)] if rows else []
-
-    timing = {k: round(v, 3) for k, v in timer.totals.items()}
-    timing.update(total_s=round(total_s, 3), steps=step, epoch_s=round(sum(epoch_train_s) / len(epoch_train_s), 3),
-                  precompute_s=round(precompute_s, 3))
-    extra = {}
-    if simp is not None:
-        simp.detach()
-        n_params = sum(p.numel() for p in model.parameters())
-        extra = {
-            "widths_history": widths_history,
-            "final_widths": simp.widths,  # units alive (mask mode keeps the tensor shapes)
-            "average_width": round(sum(simp.widths) / len(simp.widths), 2),
-            "params": {"start": n_params_start, "final": n_params, "ratio": round(n_params / n_params_start, 4)},
-        }
-    if return_model:
-        extra["model"] = model
-    return {
-        "config": asdict(config),
-        "command": config.to_cli() + " --json OUT.json",
-        "metric": "UAS/LAS excluding punctuation, gold POS tags",
-        "best_dev_acc": best["dev_acc"],
-        "test_acc": best["test_acc"],
-        "test_las": best["test_las"],
-        "best_epoch": best["epoch"],
-        "best_step": best["step"],
-        "final_dev_acc": history[-1]["dev_acc"],
-        "final_test_acc": history[-1]["test_acc"],
-        "history": history,
-        "timing": timing,
-        "backprop_ratio": round(sum(layer.backprop_ratio for layer in hidden) / len(hidden), 6),
-        "widths": model.widths,
-        "rows": {
-            "note": "per hidden layer, share of weight rows: with a non-zero gradient / really changed by "
-            f"the optimizer step (sampled every {config.rows_every} steps)",
-            "with_grad": mean_cols(rows_grad),
-            "changed": mean_cols(rows_changed),
-        },
-        "updates": {
-            "note": "mean |parameter change| per parameter of one optimizer step (the update Adam really applied), "
-            f"sampled every {config.rows_every} steps",
-            "samples": [{**u, "mean_abs_update": round(u["mean_abs_update"], 9)} for u in updates],
-            "mean": round(sum(u["mean_abs_update"] for u in updates) / len(updates), 9) if updates else None,
-        },
-        "meprop": {
-            "rows_touched_per_step": [round(s.mean_rows_touched_frac, 4) for s in stats],
-            "backward_macs_ratio": [round(s.macs_ratio, 4) for s in stats],
-        },
-        "data": {
+    result = fit(
+        config, model, epoch_batches=epoch_batches, steps_per_epoch=steps_per_epoch,
+        loss_fn=lambda idx: F.cross_entropy(model(train_x[idx]), train_y[idx]), evaluate=scores,
+        prune_score=lambda: evaluate(model, data.dev, vocab)["uas"], simplifier=simp,
+        row_weights=lambda: [layer.weight for layer in hidden], stats_layers=hidden, progress=progress,
+        on_eval=on_eval, return_model=return_model, desc=f"parse {config.method}",
+    )
+    best = result.pop("best")
+    result["timing"]["precompute_s"] = round(precompute_s, 3)
+    result.update(
+        metric="UAS/LAS excluding punctuation, gold POS tags",
+        test_las=best["test_las"],
+        data={
             "train_sentences": len(train_sents),
             "projective_used": len(projective),
             "skipped_nonprojective": len(train_sents) - len(projective),
@@ -811,6 +677,5 @@ def train_parse(config, data: Treebank | None = None, progress: bool = True, on_
             "dev_sentences": len(data.dev),
             "test_sentences": len(data.test),
         },
-        "environment": env,
-        **extra,
-    }
+    )
+    return result

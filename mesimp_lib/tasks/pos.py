@@ -18,13 +18,11 @@ holds sentences of similar length and padding is small; padding never reaches th
 from __future__ import annotations
 
 import math
-import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
 from ..lstm import LSTMSimplifier, MePropLSTM, step_backward
 from ..meprop import MePropLinear
@@ -179,182 +177,50 @@ def train_pos(config, data: PosData | None = None, progress: bool = True, on_eva
     ``"data"``. ``data``: a ``PosData`` (default: UD EWT encoded with the config's tagset,
     min_count and train_limit). Called through ``training.train``, which sets the threads.
     """
-    from ..mesimp import cycle_phase, reset_optimizer_state
-    from ..results import environment
-    from ..training import _Timer, make_optimizer
+    from ..training import fit  # training sits above tasks; imported here, not at module import
 
     device = torch.device(config.device)
-    env = environment()
     torch.manual_seed(config.seed)
     gen = torch.Generator().manual_seed(config.seed)
     if data is None:
         data = encode_pos(tagset=config.tagset, min_count=config.min_count, train_limit=config.train_limit)
     train_items = data.train[: config.train_limit] if config.train_limit is not None else data.train
     model = build_tagger(config, data).to(device)
-    opt = make_optimizer(config, model.parameters())
     dev_batches = batches(data.dev, 256)
     test_batches = batches(data.test, 256)
-
     n = len(train_items)
     steps_per_epoch = math.ceil(n / config.batch_size)
-    eval_every = max(1, math.ceil(steps_per_epoch / config.evals_per_epoch))
-    timer = _Timer(config.device)
-    history: list[dict] = []
-    rows_changed: list[list[float]] = []
-    rows_grad: list[list[float]] = []
-    updates: list[dict] = []
-    best = {"dev_acc": -1.0}
-    loss_sum, loss_n, step = 0.0, 0, 0
-    epoch_s: list[float] = []
 
-    def evaluate(epoch_float: float) -> None:
-        nonlocal loss_sum, loss_n
-        timer.start()
-        point = {
-            "step": step,
-            "epoch": round(epoch_float, 4),
-            "train_loss": round(loss_sum / max(1, loss_n), 6),
-            "dev_acc": tagging_accuracy(model, dev_batches),
-            "test_acc": tagging_accuracy(model, test_batches),
-        }
-        timer.stop("eval_s")
-        loss_sum, loss_n = 0.0, 0
-        history.append(point)
-        if point["dev_acc"] > best["dev_acc"]:
-            best.update(point)
-        if on_eval is not None:
-            on_eval(point, model)
-        bar.set_postfix(dev=f"{point['dev_acc']:.4f}", refresh=False)
+    def epoch_batches(_epoch):
+        return batches(train_items, config.batch_size, gen)
+
+    def loss_fn(batch):
+        words, tags, lengths = batch
+        logits = model(words.to(device), lengths)
+        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tags.to(device).reshape(-1), ignore_index=-100)
 
     simp = None
-    widths_history: list[dict] = []
-    n_params_start = sum(p.numel() for p in model.parameters())
     if config.method == "mesimp":
         simp = LSTMSimplifier(model.lstms, model.output, config.prune_rate, config.realisation, config.record,
                               config.count_zero_hits, config.min_units)
-        widths_history.append({"step": 0, "epoch": 0.0, "widths": simp.widths, "removed": [0, 0],
-                               "kept_minimum": [False, False], "dev_acc": None})
-        k_prunes = min(config.prunes_per_epoch, steps_per_epoch)
-        prune_after = {round((p + 1) * steps_per_epoch / k_prunes) - 1 for p in range(k_prunes)}
-
-    def prune(epoch_float: float) -> None:
-        event = simp.prune(opt)
-        timer.start()
-        dev = tagging_accuracy(model, dev_batches)
-        timer.stop("eval_s")
-        widths_history.append({"step": step, "epoch": round(epoch_float, 4), "widths": event["widths"],
-                               "removed": event["removed"], "kept_minimum": event["kept_minimum"], "dev_acc": dev})
-
-    bar = tqdm(total=steps_per_epoch * config.epochs, desc=f"pos {config.method}", disable=not progress,
-               mininterval=1.0)
-    t_total = time.perf_counter()
-    model.train()
-    for epoch in range(config.epochs):
-        t_epoch, eval_before = time.perf_counter(), timer.totals["eval_s"]
-        pruning = False
-        if simp is not None:
-            _, pruning = cycle_phase(epoch, config.cycle_epochs)
-            if epoch > 0 and epoch % config.cycle_epochs == 0:  # a new cycle: re-initialise the optimizer
-                if config.reset == "fresh":
-                    opt = make_optimizer(config, model.parameters())
-                else:
-                    reset_optimizer_state(opt)
-        for i, (words, tags, lengths) in enumerate(batches(train_items, config.batch_size, gen)):
-            words, tags = words.to(device), tags.to(device)
-            timer.start()
-            logits = model(words, lengths)
-            loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tags.reshape(-1), ignore_index=-100)
-            timer.stop("forward_s")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if config.grad_clip is not None:
-                torch.nn.utils.clip_grad_value_(model.parameters(), config.grad_clip)
-            timer.stop("backward_s")
-            measure = config.rows_every and step % config.rows_every == 0
-            if measure:
-                gate_weights = [l.weight_hh for l in model.lstms]
-                before = [w.detach().clone() for w in gate_weights]
-                before_all = [p.detach().clone() for p in model.parameters()]
-                rows_grad.append([0.0 if w.grad is None else (w.grad != 0).any(1).float().mean().item()
-                                  for w in gate_weights])
-                timer.start()
-            opt.step()
-            timer.stop("update_s")
-            if measure:
-                rows_changed.append([(w.detach() != b).any(1).float().mean().item()
-                                     for w, b in zip(gate_weights, before)])
-                change = sum(float((p.detach() - q).abs().sum()) for p, q in zip(model.parameters(), before_all))
-                updates.append({"step": step, "epoch": round(epoch + i / steps_per_epoch, 4),
-                                "mean_abs_update": change / sum(q.numel() for q in before_all)})
-            step += 1
-            loss_sum += loss.item()
-            loss_n += 1
-            bar.update(1)
-            if pruning and i in prune_after:
-                prune(epoch + (i + 1) / steps_per_epoch)
-            if (i + 1) % eval_every == 0 or i + 1 == steps_per_epoch:
-                evaluate(epoch + (i + 1) / steps_per_epoch)
-        epoch_s.append(round(time.perf_counter() - t_epoch - (timer.totals["eval_s"] - eval_before), 3))
-    bar.close()
-    total_s = time.perf_counter() - t_total
-
-    def mean_cols(rows: list[list[float]]) -> list[float]:
-        return [round(sum(c) / len(c), 4) for c in zip(*rows)] if rows else []
-
-    timing = {key: round(v, 3) for key, v in timer.totals.items()}
-    timing.update(total_s=round(total_s, 3), steps=step, epoch_s=epoch_s)
-    stats = [l.stats for l in model.lstms]
-    extra = {}
-    if simp is not None:
-        simp.detach()
-        n_params = sum(p.numel() for p in model.parameters())
-        extra = {
-            "widths_history": widths_history,
-            "final_widths": simp.widths,
-            "average_width": round(sum(simp.widths) / 2, 2),
-            "params": {"start": n_params_start, "final": n_params, "ratio": round(n_params / n_params_start, 4)},
-        }
-    if return_model:
-        extra["model"] = model
-    return {
-        "config": asdict(config),
-        "command": config.to_cli() + " --json OUT.json",
-        "best_dev_acc": best["dev_acc"],
-        "test_acc": best["test_acc"],
-        "best_epoch": best["epoch"],
-        "best_step": best["step"],
-        "final_dev_acc": history[-1]["dev_acc"],
-        "final_test_acc": history[-1]["test_acc"],
-        "history": history,
-        "timing": timing,
-        "backprop_ratio": round(sum(l.backprop_ratio for l in model.lstms) / 2, 6),
-        "widths": model.widths,
-        "rows": {
-            "note": "per LSTM direction [forward, backward], share of the [4h] gate-weight rows of weight_hh: "
-            f"with a non-zero gradient / really changed by the optimizer step (sampled every {config.rows_every} "
-            "steps)",
-            "with_grad": mean_cols(rows_grad),
-            "changed": mean_cols(rows_changed),
-        },
-        "updates": {
-            "note": "mean |parameter change| per parameter of one optimizer step (the update the optimizer "
-            f"really applied), sampled every {config.rows_every} steps",
-            "samples": [{**u, "mean_abs_update": round(u["mean_abs_update"], 9)} for u in updates],
-            "mean": round(sum(u["mean_abs_update"] for u in updates) / len(updates), 9) if updates else None,
-        },
-        "meprop": {
-            "note": "per LSTM direction [forward, backward]: rows of the [4h] gate weights with a gradient per "
-            "backward (union over the batch's tokens); multiply-adds of the backward products done / dense BPTT",
-            "rows_touched_per_step": [round(s.mean_rows_touched_frac, 4) for s in stats],
-            "backward_macs_ratio": [round(s.macs_ratio, 4) for s in stats],
-        },
-        "environment": env,
-        "data": {
-            "train_sentences": n,
-            "train_tokens": sum(len(w) for w, _ in train_items),
-            "vocab_size": len(data.words),
-            "tags": len(data.tags),
-            "tagset": data.tagset,
-        },
-        **extra,
+    result = fit(
+        config, model, epoch_batches=epoch_batches, steps_per_epoch=steps_per_epoch, loss_fn=loss_fn,
+        evaluate=lambda: {"dev_acc": tagging_accuracy(model, dev_batches),
+                          "test_acc": tagging_accuracy(model, test_batches)},
+        prune_score=lambda: tagging_accuracy(model, dev_batches), simplifier=simp,
+        row_weights=lambda: [lstm.weight_hh for lstm in model.lstms], stats_layers=model.lstms,
+        progress=progress, on_eval=on_eval, return_model=return_model, desc=f"pos {config.method}",
+        rows_note="per LSTM direction [forward, backward], share of the [4h] gate-weight rows of weight_hh",
+    )
+    del result["best"]
+    result["meprop"]["note"] = ("per LSTM direction [forward, backward]: rows of the [4h] gate weights with a "
+                                "gradient per backward (union over the batch's tokens); multiply-adds of the "
+                                "backward products done / dense BPTT")
+    result["data"] = {
+        "train_sentences": n,
+        "train_tokens": sum(len(w) for w, _ in train_items),
+        "vocab_size": len(data.words),
+        "tags": len(data.tags),
+        "tagset": data.tagset,
     }
+    return result
