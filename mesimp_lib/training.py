@@ -269,6 +269,13 @@ def _rows_with_grad(weights: list[torch.Tensor]) -> list[float]:
     return out
 
 
+def shuffled_batches(n: int, batch_size: int, gen: torch.Generator, device):
+    """Index batches over a fresh permutation of ``range(n)`` (one epoch; ``gen`` seeds it)."""
+    perm = torch.randperm(n, generator=gen).to(device)
+    for i in range(math.ceil(n / batch_size)):
+        yield perm[i * batch_size : (i + 1) * batch_size]
+
+
 def _mean_cols(rows: list[list[float]]) -> list[float]:
     return [round(sum(c) / len(c), 4) for c in zip(*rows)] if rows else []
 
@@ -494,11 +501,6 @@ def _train(config: TrainConfig, data, progress: bool, on_eval, return_model: boo
     steps_per_epoch = math.ceil(n / config.batch_size)
     hidden = list(model.hidden)
 
-    def epoch_batches(_epoch):
-        perm = torch.randperm(n, generator=gen).to(device)
-        for i in range(steps_per_epoch):
-            yield perm[i * config.batch_size : (i + 1) * config.batch_size]
-
     def loss_fn(idx):
         return F.cross_entropy(model(train_x[idx]), train_y[idx])
 
@@ -517,7 +519,8 @@ def _train(config: TrainConfig, data, progress: bool, on_eval, return_model: boo
             meact.start()
 
     result = fit(
-        config, model, epoch_batches=epoch_batches, steps_per_epoch=steps_per_epoch, loss_fn=loss_fn,
+        config, model, epoch_batches=lambda _epoch: shuffled_batches(n, config.batch_size, gen, device),
+        steps_per_epoch=steps_per_epoch, loss_fn=loss_fn,
         evaluate=evaluate, prune_score=lambda: accuracy(model, data.dev_x, data.dev_y), simplifier=simp,
         row_weights=lambda: [layer.weight for layer in hidden], stats_layers=hidden, progress=progress,
         on_eval=on_eval, return_model=return_model, on_epoch_start=on_epoch_start,

@@ -619,7 +619,7 @@ def train_parse(config, data: Treebank | None = None, progress: bool = True, on_
     """
     # training sits above tasks; imported here so that the tasks layer does not need it at import
     from ..mesimp import Simplifier
-    from ..training import fit
+    from ..training import fit, shuffled_batches
 
     if config.task != "parse":
         raise ValueError(f"task={config.task!r}: train_parse trains task='parse'")
@@ -644,11 +644,6 @@ def train_parse(config, data: Treebank | None = None, progress: bool = True, on_
     steps_per_epoch = math.ceil(n / config.batch_size)
     hidden = list(model.hidden)
 
-    def epoch_batches(_epoch):
-        perm = torch.randperm(n, generator=gen).to(device)
-        for i in range(steps_per_epoch):
-            yield perm[i * config.batch_size : (i + 1) * config.batch_size]
-
     def scores():
         dev, test = evaluate(model, data.dev, vocab), evaluate(model, data.test, vocab)
         return {"dev_acc": dev["uas"], "test_acc": test["uas"], "dev_las": dev["las"], "test_las": test["las"]}
@@ -658,8 +653,8 @@ def train_parse(config, data: Treebank | None = None, progress: bool = True, on_
         simp = Simplifier(model, config.prune_rate, config.realisation, config.record, config.count_zero_hits,
                           config.min_units)
     result = fit(
-        config, model, epoch_batches=epoch_batches, steps_per_epoch=steps_per_epoch,
-        loss_fn=lambda idx: F.cross_entropy(model(train_x[idx]), train_y[idx]), evaluate=scores,
+        config, model, epoch_batches=lambda _epoch: shuffled_batches(n, config.batch_size, gen, device),
+        steps_per_epoch=steps_per_epoch, loss_fn=lambda idx: F.cross_entropy(model(train_x[idx]), train_y[idx]), evaluate=scores,
         prune_score=lambda: evaluate(model, data.dev, vocab)["uas"], simplifier=simp,
         row_weights=lambda: [layer.weight for layer in hidden], stats_layers=hidden, progress=progress,
         on_eval=on_eval, return_model=return_model, desc=f"parse {config.method}",
