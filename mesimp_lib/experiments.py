@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import fields, replace
 from pathlib import Path
 
-from .results import read_json, write_json_atomic
+from .results import mean_sd as _mean_sd, read_json, write_json_atomic
 from .tasks.mnist import data_root
 from .grid import GRID_SUITES, GRID_TABLES, _quick
 from .nlp_grid import NLP_PAPER, NLP_SUITES, NLP_TABLES
@@ -199,14 +199,6 @@ def run_suite(suite: str, jobs: int = 1, dry_run: bool = False, log=print, seeds
 
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
         return list(pool.map(one, todo))
-
-
-def _mean_sd(values: list[float]) -> str:
-    if not values:
-        return "-"
-    m = statistics.mean(values)
-    sd = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{100 * m:.2f} ± {100 * sd:.2f}"
 
 
 def _load_groups(suite: str) -> dict[str, list[dict]]:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import statistics
 
-from .results import read_json
+from .results import mean_sd as _mean_sd, read_json
 from .training import TrainConfig
 
 SEEDS = (1, 2, 3)
@@ -96,14 +96,6 @@ NLP_SUITES = {
     "parse_ud": _parse_ud,
     "lazy_mnist": _lazy_mnist,
 }
-
-
-def _mean_sd(values: list[float]) -> str:
-    if not values:
-        return "-"
-    m = statistics.mean(values)
-    sd = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{100 * m:.2f} ± {100 * sd:.2f}"
 
 
 def _widths(r: dict) -> list[int]:

@@ -6,6 +6,7 @@ import json
 import os
 import platform
 import shlex
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["environment", "git_commit", "read_json", "write_json_atomic"]
+__all__ = ["environment", "git_commit", "mean_sd", "read_json", "write_json_atomic"]
 
 
 def write_json_atomic(path: str | Path, obj) -> Path:
@@ -34,6 +35,15 @@ def write_json_atomic(path: str | Path, obj) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def mean_sd(values: list[float]) -> str:
+    """Shares in [0, 1] as "mean ± sd" in percent (sd 0 for one value, "-" for none)."""
+    if not values:
+        return "-"
+    m = statistics.mean(values)
+    sd = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{100 * m:.2f} ± {100 * sd:.2f}"
 
 
 def read_json(path: str | Path):
