@@ -182,7 +182,7 @@ def bench_step(batch: int, k: int, mode: str, variant: str, threads: int = 1, sc
     from .tasks.mnist import MLP
 
     torch.set_num_threads(threads)
-    old_flush = torch.set_flush_denormal(True)  # as train() does: Adam's idle moments decay into denormals
+    torch.set_flush_denormal(True)  # as train() does: Adam's idle moments decay into denormals
     gen = torch.Generator().manual_seed(seed)
     x = torch.rand(64 * batch, 784, generator=gen)  # a few different mini-batches, cycled
     y = torch.randint(0, 10, (64 * batch,), generator=gen)
@@ -227,7 +227,7 @@ def bench_step(batch: int, k: int, mode: str, variant: str, threads: int = 1, sc
                 split[name] = {key: statistics.median(r[j] for r in rows) * 1e3
                                for j, key in enumerate(("forward_ms", "backward_ms", "optimizer_ms"))}
     finally:
-        torch.set_flush_denormal(old_flush)
+        torch.set_flush_denormal(False)  # PyTorch's default (the previous setting cannot be read)
     return {
         "batch": batch, "n": 500, "k": k, "k_frac": k / 500, "mode": mode, "threads": threads, "variant": variant,
         "lazy": STEP_VARIANTS[variant][3] == "lazy_adam", "dense_ms": td * 1e3, "meprop_ms": ts * 1e3,
@@ -259,15 +259,11 @@ def bench_inference() -> list[dict]:
 
 
 def bench_lstm(batch: int, k: int, steps: int = 25, hidden: int = 500, embed: int = 100, threads: int = 1,
-               scale: float = 1.0, seed: int = 0, baseline: str = "nn.LSTM") -> dict | None:
+               scale: float = 1.0, seed: int = 0, baseline: str = "nn.LSTM") -> dict:
     """One LSTM direction at the POS tagger's shapes: forward + backward of ``MePropLSTM`` (per-example top-k
     per gate) against a dense baseline, interleaved A-B-B-A: ``baseline="nn.LSTM"`` (PyTorch's own fused
-    kernels) or ``"MePropLSTM k=None"`` (the same code with nothing cut: what the top-k itself saves).
-    None (with a note in the results) when ``mesimp_lib.lstm`` is missing or does not import."""
-    try:
-        from .lstm import MePropLSTM
-    except Exception:  # noqa: BLE001 - written by another part of the project; optional here
-        return None
+    kernels) or ``"MePropLSTM k=None"`` (the same code with nothing cut: what the top-k itself saves)."""
+    from .lstm import MePropLSTM
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
     sparse = MePropLSTM(embed, hidden, k=k)
@@ -347,7 +343,7 @@ def run_benchmark(quick: bool = False, scale: float = 1.0, progress=print) -> di
                         mlp_rows.append(row)
                         progress(_line(row))
         step_rows = []
-        step_variants = [v for v in STEP_VARIANTS if v != "dense + Adam" and (fused_ok or "fused" not in v)]
+        step_variants = [v for v in STEP_VARIANTS if v != "dense + Adam" and (fused_ok or STEP_VARIANTS[v][1] == "torch")]
         for b in (10,) if quick else (10, 50):
             for mode in ("per_example",) if quick else ("per_example", "unified"):
                 for v in step_variants:
@@ -356,15 +352,12 @@ def run_benchmark(quick: bool = False, scale: float = 1.0, progress=print) -> di
                     row = bench_step(b, 20, mode, v, 1, scale, sections=not quick)
                     step_rows.append(row)
                     progress(_line(row))
-        lstm_rows, lstm_note = [], ""
+        lstm_rows = []
         if not quick:
             for baseline in ("nn.LSTM", "MePropLSTM k=None"):
                 for b in (1, 32):
                     for k in (5, 20):
                         row = bench_lstm(b, k, scale=scale, baseline=baseline)
-                        if row is None:
-                            lstm_note = "skipped: mesimp_lib.lstm is missing or does not import"
-                            break
                         lstm_rows.append(row)
                         progress(f"LSTM h=500 emb=100 batch {b:3d} T={row['steps']} k={k:2d} vs {baseline}: dense "
                                  f"{row['dense_ms']:.2f} ms meProp {row['meprop_ms']:.2f} ms speedup {row['speedup']:.2f}x")
@@ -374,7 +367,7 @@ def run_benchmark(quick: bool = False, scale: float = 1.0, progress=print) -> di
     env["torch_threads"] = "per row (1 unless stated)"
     env["meprop_kernels"] = kernel_status
     return {"quick": quick, "layer": layer_rows, "mlp": mlp_rows, "step": step_rows, "lstm": lstm_rows,
-            "lstm_note": lstm_note, "inference": bench_inference(), "environment": env}
+            "inference": bench_inference(), "environment": env}
 
 
 def _line(r: dict) -> str:
@@ -481,25 +474,22 @@ def to_markdown(res: dict) -> str:
                 f"| {r['variant']} | {r['mode']} | {r['batch']} | {r['dense_ms']:.3f} | {r['meprop_ms']:.3f} | "
                 f"**{r['speedup']:.2f}x** | {r['limit_fwd_bwd']:.1f} | {split('dense')} | {split('meprop')} |"
             )
-    if res.get("lstm") or res.get("lstm_note"):
+    if res.get("lstm"):
         out += ["", "## LSTM step at the POS tagger's shapes (h=500, embedding 100, one direction)", ""]
-        if res.get("lstm_note"):
-            out.append(res["lstm_note"])
-        else:
-            out += [
-                "`MePropLSTM` (per-example top-k per gate, its default kernel) against two dense baselines: "
-                "`torch.nn.LSTM` (PyTorch's own fused kernels) and `MePropLSTM` with k=None (the same Python "
-                "time loop with nothing cut, which isolates what the top-k saves); forward + backward of one "
-                "direction. The paper's POS setting is batch 1 (one sentence); our tagger trains on 32.",
-                "",
-                "| dense baseline | batch | tokens per sentence | k per gate | dense ms | meProp ms | speedup | "
-                "FLOP limit (fwd + bwd) | limit h/k (backward) |",
-                "|---|---|---|---|---|---|---|---|---|",
-            ]
-            for r in res["lstm"]:
-                out.append(f"| {r.get('baseline', 'nn.LSTM')} | {r['batch']} | {r['steps']} | {r['k']} | "
-                           f"{r['dense_ms']:.2f} | {r['meprop_ms']:.2f} | **{r['speedup']:.2f}x** | "
-                           f"{r['limit_fwd_bwd']:.1f} | {r['limit_backward']:.0f} |")
+        out += [
+            "`MePropLSTM` (per-example top-k per gate, its default kernel) against two dense baselines: "
+            "`torch.nn.LSTM` (PyTorch's own fused kernels) and `MePropLSTM` with k=None (the same Python "
+            "time loop with nothing cut, which isolates what the top-k saves); forward + backward of one "
+            "direction. The paper's POS setting is batch 1 (one sentence); our tagger trains on 32.",
+            "",
+            "| dense baseline | batch | tokens per sentence | k per gate | dense ms | meProp ms | speedup | "
+            "FLOP limit (fwd + bwd) | limit h/k (backward) |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
+        for r in res["lstm"]:
+            out.append(f"| {r.get('baseline', 'nn.LSTM')} | {r['batch']} | {r['steps']} | {r['k']} | "
+                       f"{r['dense_ms']:.2f} | {r['meprop_ms']:.2f} | **{r['speedup']:.2f}x** | "
+                       f"{r['limit_fwd_bwd']:.1f} | {r['limit_backward']:.0f} |")
     if res.get("inference"):
         out += [
             "",

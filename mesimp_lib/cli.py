@@ -10,6 +10,9 @@ import argparse
 import sys
 from dataclasses import MISSING, fields
 
+from .meact import STATISTICS
+from .meprop import KERNELS, MODES, WEIGHT_GRADS
+from .mesimp import REALISATIONS, RECORDS, RESETS
 from .training import ACTIVATIONS, METHODS, OPTIMIZERS, TAGSETS, TASKS, TrainConfig
 
 HELP = {
@@ -36,7 +39,8 @@ HELP = {
     "weight_grad": "how meProp hands dW to the optimizer: buffer (fast, any optimizer), dense, sparse "
                    "(row-sparse; sgd / lazy_adam / lazy_sgd only; fastest with lazy_adam)",
     "kernel": "meProp backward: torch (pure PyTorch), fused (native C++ kernels, built on first use; error if "
-              "they cannot be built) or auto (fused when available, logged)",
+              "they cannot be built), auto (fused when available, logged) or native (per example: the whole layer "
+              "as a C++ autograd function; needs --weight-grad sparse or dense)",
     "rows_every": "measure weight rows really changed every N steps (0 = never)",
     "device": "cpu or cuda",
     "prune_rate": "meSimp: remove unit j if hits[j] < floor(prune_rate * seen)",
@@ -55,11 +59,9 @@ HELP = {
     "min_count": "pos/parse: training words seen fewer times become <unk>",
     "activation": "parse: hidden activation cube (Chen & Manning) or relu (none = cube)",
 }
-CHOICES = {"method": METHODS, "optimizer": OPTIMIZERS, "mode": ("per_example", "unified", "random"),
-           "weight_grad": ("buffer", "dense", "sparse"), "kernel": ("torch", "fused", "auto"),
-           "task": TASKS, "tagset": TAGSETS, "activation": ACTIVATIONS,
-           "realisation": ("physical", "mask"), "reset": ("fresh", "moments"), "record": ("per_example", "unified"),
-           "meact_statistic": ("share", "max_ratio")}
+CHOICES = {"method": METHODS, "optimizer": OPTIMIZERS, "mode": MODES, "weight_grad": WEIGHT_GRADS, "kernel": KERNELS,
+           "task": TASKS, "tagset": TAGSETS, "activation": ACTIVATIONS, "realisation": REALISATIONS,
+           "reset": RESETS, "record": RECORDS, "meact_statistic": STATISTICS}
 
 
 class _Parser(argparse.ArgumentParser):

@@ -61,6 +61,7 @@ __all__ = [
 ]
 
 GATES = ("i", "f", "g", "o")
+LSTM_KERNELS = tuple(k for k in KERNELS if k != "native")  # "native" is MePropLinear's C++ autograd layer
 
 
 # --------------------------------------------------------------------------- stats
@@ -397,8 +398,8 @@ class MePropLSTM(nn.Module):
             raise ValueError(f"mode={mode!r} is not a meProp mode; allowed: {', '.join(MODES)}")
         if not 0.0 <= compact_threshold <= 1.0:
             raise ValueError(f"compact_threshold={compact_threshold} must be in [0, 1]")
-        if kernel not in KERNELS:
-            raise ValueError(f"kernel={kernel!r} is not allowed; allowed: {', '.join(KERNELS)}")
+        if kernel not in LSTM_KERNELS:
+            raise ValueError(f"kernel={kernel!r} is not allowed; allowed: {', '.join(LSTM_KERNELS)}")
         self.kernel = kernel
         factory = {"device": device, "dtype": dtype}
         h = hidden_size

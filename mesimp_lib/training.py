@@ -62,7 +62,7 @@ class TrainConfig:
     threads: int = 1  # torch threads during the run (1 = reproducible digits)
     train_limit: int | None = None  # use only the first N training images (quick runs)
     weight_grad: str = "buffer"  # how meProp hands dW to the optimizer (see meprop.py); sparse + lazy_adam is fastest
-    kernel: str = "torch"  # meProp backward: torch (pure PyTorch) | fused (native C++, error if unavailable) | auto
+    kernel: str = "torch"  # meProp backward: torch | fused (native C++, error if unavailable) | auto | native
     rows_every: int = 50  # measure rows really changed by the optimizer every N steps (0 = never)
     device: str = "cpu"  # "cpu" or "cuda"
     # meSimp (method="mesimp"; METHODS.md section 2)
@@ -119,6 +119,14 @@ class TrainConfig:
             bad("min_count", "an int >= 1")
         if self.task != "mnist" and self.method not in ("dense", "meprop", "random", "mesimp"):
             bad("method", "dense, meprop, random, mesimp (meAct is implemented for the MNIST MLP only)")
+        if self.weight_grad == "sparse" and self.optimizer not in ("sgd", "lazy_adam", "lazy_sgd"):
+            bad("optimizer", "sgd, lazy_adam or lazy_sgd with weight_grad='sparse' (Adam and AdaGrad need a dense "
+                "gradient: use weight_grad='buffer')")
+        if self.weight_grad == "sparse" and self.grad_clip is not None:
+            bad("grad_clip", "None with weight_grad='sparse' (element-wise clipping needs a dense gradient)")
+        if self.task == "pos" and self.kernel != "torch":
+            bad("kernel", "'torch' (the default) for task='pos': the LSTM layers pick their own backward "
+                "(the native kernel when it builds, else PyTorch; the result's data.lstm_kernel says which)")
         if self.task != "mnist" and self.optimizer in ("lazy_adam", "lazy_sgd"):
             bad("optimizer", "adam, adagrad, sgd (the lazy optimizers are wired to the MNIST MLP only)")
         if isinstance(self.meact_start_epoch, bool) or not isinstance(self.meact_start_epoch, int) or self.meact_start_epoch < 1:
@@ -425,7 +433,6 @@ def fit(config: TrainConfig, model: nn.Module, *, epoch_batches, steps_per_epoch
         "test_acc": best["test_acc"],
         "best_epoch": best["epoch"],
         "best_step": best["step"],
-        "best": {k: v for k, v in best.items() if k not in ("step", "epoch", "train_loss")},
         "final_dev_acc": history[-1]["dev_acc"],
         "final_test_acc": history[-1]["test_acc"],
         "history": history,
@@ -457,7 +464,8 @@ def train(config: TrainConfig, data=None, progress: bool = True, on_eval=None, r
     """Train one model as ``config`` says and return a JSON-ready result dict.
 
     Args:
-        data: an ``MnistData`` (default: the shipped MNIST, cached).
+        data: the task's data (default: the shipped data set, cached): an ``MnistData`` for mnist, a
+            ``tasks.pos.PosData`` for pos, a ``tasks.ud.Treebank`` for parse.
         progress: show a ``tqdm.auto`` progress bar.
         on_eval: optional callback ``on_eval(point: dict, model)`` after every evaluation
             (widgets use it for live plots).
@@ -526,7 +534,6 @@ def _train(config: TrainConfig, data, progress: bool, on_eval, return_model: boo
         on_eval=on_eval, return_model=return_model, on_epoch_start=on_epoch_start,
         before_step=(lambda idx: meact.set_batch(idx)) if meact is not None else None,
     )
-    del result["best"]
     if meact is not None:
         meact.detach()
         result["meact"] = {**meact.stats(), "start_epoch": config.meact_start_epoch,

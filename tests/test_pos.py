@@ -58,8 +58,11 @@ def test_train_pos_end_to_end(data, method, extra):
     seen = []
     r = train(config, data=data, progress=False, on_eval=lambda p, m: seen.append(p["dev_acc"]))
     assert KEYS <= set(r)
+    lstm_kernel = r["data"].pop("lstm_kernel")
     assert r["data"] == {"train_sentences": 100, "train_tokens": sum(len(w) for w, _ in data.train),
                          "vocab_size": len(data.words), "tags": 17, "tagset": "upos"}
+    assert lstm_kernel == "dense BPTT (no top-k)" if config.hidden_k is None else lstm_kernel in (
+        "fused C++ kernels",) or lstm_kernel.startswith("pure PyTorch")
     assert seen == [r["final_dev_acc"]] and 0.0 < r["best_dev_acc"] <= 1.0
     assert r["timing"]["steps"] == 7 and len(r["timing"]["epoch_s"]) == 1
     if method != "mesimp":  # (meSimp shrinks the width, so k / width grows)

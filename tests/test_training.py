@@ -63,6 +63,9 @@ def test_adagrad_moves_only_rows_with_gradient():
         (dict(optimizer="rmsprop"), "optimizer='rmsprop'"),
         (dict(train_limit=0), "train_limit=0"),
         (dict(lr=0.0), "lr=0.0"),
+        (dict(weight_grad="sparse"), "optimizer='adam'.*sgd, lazy_adam or lazy_sgd"),
+        (dict(weight_grad="sparse", optimizer="lazy_adam", grad_clip=5.0), "grad_clip=5.0"),
+        (dict(task="pos", kernel="fused"), "kernel='fused'.*task='pos'"),
     ],
 )
 def test_config_errors(kw, match):

@@ -547,7 +547,7 @@ def build_parser_model(config, vocab: ParserVocab) -> ParserModel:
         len(vocab.words), len(vocab.tags), len(vocab.labels), vocab.n_transitions,
         embed_dim=config.embed_dim or 50, hidden=hidden, k=config.hidden_k, mode=config.hidden_mode,
         k_out=config.k_out, activation=config.activation or "cube", dropout=config.dropout,
-        rescale=config.rescale, weight_grad=config.weight_grad, device=config.device,
+        rescale=config.rescale, weight_grad=config.weight_grad, kernel=config.kernel, device=config.device,
     )
     model.vocab = vocab
     return model
@@ -614,7 +614,7 @@ def train_parse(config, data: Treebank | None = None, progress: bool = True, on_
     projective training sentences once, then trains on shuffled minibatches of
     configurations exactly like the MNIST loop (same optimizers, grad clip, timings, meSimp
     cycle schedule). Dev UAS at each evaluation; the reported test UAS is the one at the
-    best dev point. The result has the keys of ``training._train`` plus ``test_las``,
+    best dev point. The result has the keys of ``training.fit`` plus ``test_las``,
     ``metric`` and ``data``.
     """
     # training sits above tasks; imported here so that the tasks layer does not need it at import
@@ -659,7 +659,7 @@ def train_parse(config, data: Treebank | None = None, progress: bool = True, on_
         row_weights=lambda: [layer.weight for layer in hidden], stats_layers=hidden, progress=progress,
         on_eval=on_eval, return_model=return_model, desc=f"parse {config.method}",
     )
-    best = result.pop("best")
+    best = next(p for p in result["history"] if p["step"] == result["best_step"])
     result["timing"]["precompute_s"] = round(precompute_s, 3)
     result.update(
         metric="UAS/LAS excluding punctuation, gold POS tags",

@@ -173,10 +173,11 @@ def train_pos(config, data: PosData | None = None, progress: bool = True, on_eva
               return_model: bool = False) -> dict:
     """Train the BiLSTM tagger as ``config`` (a ``TrainConfig`` with ``task="pos"``) says.
 
-    Returns the result dict of ``training._train`` (accuracies are token accuracies) plus
+    Returns the result dict of ``training.fit`` (accuracies are token accuracies) plus
     ``"data"``. ``data``: a ``PosData`` (default: UD EWT encoded with the config's tagset,
     min_count and train_limit). Called through ``training.train``, which sets the threads.
     """
+    from ..fused import status as fused_status
     from ..training import fit  # training sits above tasks; imported here, not at module import
 
     device = torch.device(config.device)
@@ -212,7 +213,6 @@ def train_pos(config, data: PosData | None = None, progress: bool = True, on_eva
         progress=progress, on_eval=on_eval, return_model=return_model, desc=f"pos {config.method}",
         rows_note="per LSTM direction [forward, backward], share of the [4h] gate-weight rows of weight_hh",
     )
-    del result["best"]
     result["meprop"]["note"] = ("per LSTM direction [forward, backward]: rows of the [4h] gate weights with a "
                                 "gradient per backward (union over the batch's tokens); multiply-adds of the "
                                 "backward products done / dense BPTT")
@@ -222,5 +222,7 @@ def train_pos(config, data: PosData | None = None, progress: bool = True, on_eva
         "vocab_size": len(data.words),
         "tags": len(data.tags),
         "tagset": data.tagset,
+        # the LSTM layers' backward (kernel="auto"): the native kernel when it builds, else PyTorch
+        "lstm_kernel": fused_status() if config.hidden_k is not None else "dense BPTT (no top-k)",
     }
     return result
