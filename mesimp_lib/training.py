@@ -349,11 +349,15 @@ def fit(config: TrainConfig, model: nn.Module, *, epoch_batches, steps_per_epoch
         k_prunes = min(config.prunes_per_epoch, steps_per_epoch)
         prune_after = {round((p + 1) * steps_per_epoch / k_prunes) - 1 for p in range(k_prunes)}
 
-    def prune(epoch_float: float) -> None:
+    def prune(epoch_float: float, evaluating: bool) -> None:
         event = simp.prune(opt)
-        timer.start()
-        dev = prune_score()
-        timer.stop("eval_s")
+        if evaluating:  # an evaluation follows at this very step: its dev score is the same number
+            evaluate_point(epoch_float)
+            dev = history[-1]["dev_acc"]
+        else:
+            timer.start()
+            dev = prune_score()
+            timer.stop("eval_s")
         widths_history.append({"step": step, "epoch": round(epoch_float, 4), "widths": event["widths"],
                                "removed": event["removed"], "kept_minimum": event["kept_minimum"], "dev_acc": dev})
 
@@ -402,9 +406,10 @@ def fit(config: TrainConfig, model: nn.Module, *, epoch_batches, steps_per_epoch
             loss_sum += loss.item()
             loss_n += 1
             bar.update(1)
+            evaluating = (i + 1) % eval_every == 0 or i + 1 == steps_per_epoch
             if pruning and i in prune_after:
-                prune(epoch + (i + 1) / steps_per_epoch)
-            if (i + 1) % eval_every == 0 or i + 1 == steps_per_epoch:
+                prune(epoch + (i + 1) / steps_per_epoch, evaluating)
+            elif evaluating:
                 evaluate_point(epoch + (i + 1) / steps_per_epoch)
         epoch_s.append(round(time.perf_counter() - t_epoch - (timer.totals["eval_s"] - eval_before), 3))
     bar.close()
