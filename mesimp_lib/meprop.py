@@ -701,15 +701,13 @@ class MePropLinear(nn.Module):
         )
         return y.reshape(*x.shape[:-1], self.out_features)
 
-    def _native_forward(self, x: torch.Tensor) -> torch.Tensor:
-        """kernel="native": the whole layer is one C++ autograd function (``meprop_linear_native``); layers with
-        hooks (meSimp) take the fused Python path instead, with the same results."""
+    def _native_args(self) -> tuple:
+        """(k, random, scale, counts, acc, last) for the native functions; checks that this layer can run natively."""
         _check_native(self.mode, self.weight_grad)
         w = self.weight
         if w.device.type != "cpu" or w.dtype not in (torch.float32, torch.float64):
             raise ValueError(f"kernel='native' needs a CPU float32/float64 layer, not {w.device.type} {w.dtype}")
-        kern = _fused()
-        if kern is None:
+        if _fused() is None:
             from .fused import status
 
             raise RuntimeError(f"kernel='native' requested but the native kernels are unavailable: {status()}")
@@ -724,12 +722,18 @@ class MePropLinear(nn.Module):
             counts, acc, last = stats.counts, stats._native, stats._native_last
         else:
             counts = acc = last = _NO_ROWS
-        random = self.mode == "random"
         scale = out / k if self.rescale and k else 1.0  # as the other paths: whatever the mode
+        return k, self.mode == "random", scale, counts, acc, last
+
+    def _native_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """kernel="native": the whole layer is one C++ autograd function (``meprop_linear_native``); layers with
+        hooks (meSimp) take the fused Python path instead, with the same results."""
+        k, random, scale, counts, acc, last = self._native_args()
+        w = self.weight
         flat = x if x.dim() == 2 else x.reshape(-1, w.shape[1])  # no view node for the common 2-D input
-        y = kern.meprop_linear_native(flat, w, self.bias, k, random, scale, self.sparsify_bias,
-                                      self.weight_grad == "sparse", self.count_zero_hits, counts, acc, last)
-        return y if x.dim() == 2 else y.reshape(*x.shape[:-1], out)
+        y = _fused().meprop_linear_native(flat, w, self.bias, k, random, scale, self.sparsify_bias,
+                                          self.weight_grad == "sparse", self.count_zero_hits, counts, acc, last)
+        return y if x.dim() == 2 else y.reshape(*x.shape[:-1], w.shape[0])
 
     def extra_repr(self) -> str:
         k = self.k_effective

@@ -198,3 +198,83 @@ def test_default_layers_unchanged():
     layer = MePropLinear(4, 5, 2)
     assert type(layer.stats).__name__ == "MePropStats" and layer.kernel == "torch"
     assert resolve_k(2, 5) == 2
+
+
+# ----------------------------------------------------------------- the whole MLP as one native node
+
+
+def _mlp_pair(**kw):
+    import copy
+
+    from mesimp_lib.tasks.mnist import MLP
+
+    torch.manual_seed(0)
+    whole = MLP(**kw)
+    per_layer = copy.deepcopy(whole)
+    per_layer.fuse_native = False
+    return whole, per_layer
+
+
+def _grads_and_records(net, x, y, seed=5):
+    for p in net.parameters():
+        p.grad = None
+    x = x.detach().clone().requires_grad_(x.requires_grad)
+    torch.manual_seed(seed)  # random mode draws from the global generator, layer by layer from the output
+    loss = F.cross_entropy(net(x), y)
+    loss.backward()
+    grads = [p.grad.to_dense() if p.grad.is_sparse else p.grad for p in net.parameters()]
+    return loss.detach(), grads, x.grad, [record(layer.stats) for layer in net.meprop_layers()]
+
+
+@pytest.mark.parametrize("mode", ["per_example", "random"])
+@pytest.mark.parametrize("weight_grad", ["sparse", "dense"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("hidden,k,k_out", [([30, 20], 4, None), ([25, 40, 15], 7, 3), ([12], 12, None)])
+@pytest.mark.parametrize("need_x,track", [(False, True), (True, False)])
+def test_whole_mlp_node_equals_per_layer_native_exactly(mode, weight_grad, dtype, hidden, k, k_out, need_x, track):
+    whole, per_layer = _mlp_pair(in_features=16, hidden=hidden, out_features=6, k=k, k_out=k_out, mode=mode,
+                                 kernel="native", weight_grad=weight_grad, track_stats=track, dtype=dtype)
+    gen = torch.Generator().manual_seed(2)
+    for step in range(3):  # records accumulate over steps
+        x = torch.randn(9, 16, generator=gen, dtype=dtype).requires_grad_(need_x)
+        y = torch.randint(0, 6, (9,), generator=gen)
+        assert whole._whole_native(x) and not per_layer._whole_native(x)
+        a, b = _grads_and_records(whole, x, y, seed=step), _grads_and_records(per_layer, x, y, seed=step)
+        assert torch.equal(a[0], b[0])
+        for u, v in zip(a[1], b[1]):
+            assert torch.equal(u, v)
+        assert (a[2] is not None) == need_x and (a[2] is None or torch.equal(a[2], b[2]))
+        for ra, rb in zip(a[3], b[3]):
+            for u, v in zip(ra, rb):
+                assert torch.equal(u, v) if isinstance(u, torch.Tensor) else u == v
+    if track:
+        assert whole.hidden[0].stats.backward_calls == 3
+
+
+def test_whole_mlp_node_is_used_only_where_it_applies():
+    from mesimp_lib.tasks.mnist import MLP
+
+    x = torch.randn(4, 16)
+    net = MLP(in_features=16, hidden=[10, 8], out_features=3, k=2, kernel="native", weight_grad="sparse")
+    assert net._whole_native(x)
+    with torch.no_grad():
+        assert not net._whole_native(x)  # nothing to differentiate: plain products
+    assert not net._whole_native(x[None])  # 3-D input: per layer
+    net.act_hook = lambda i, h: h  # meAct
+    assert not net._whole_native(x)
+    net.act_hook = None
+    net.hidden[1].hooks.grad_mask = torch.ones(8)  # meSimp's mask hooks
+    assert not net._whole_native(x)
+    net.hidden[1].hooks.grad_mask = None
+    net.output.kernel = "fused"
+    assert not net._whole_native(x)
+    drop = MLP(in_features=16, hidden=[10], out_features=3, k=2, dropout=0.5, kernel="native", weight_grad="sparse")
+    assert not drop._whole_native(x)
+    drop.eval()
+    assert drop._whole_native(x)  # dropout is the identity in eval mode
+    torch.testing.assert_close(drop(x), drop.to_sequential()(x))
+    frozen = MLP(in_features=16, hidden=[10], out_features=3, k=2, kernel="native", weight_grad="sparse")
+    frozen.output.bias.requires_grad_(False)
+    assert not frozen._whole_native(x)
+    with pytest.raises(ValueError, match="in_features=16"):
+        net(torch.randn(4, 15))

@@ -29,6 +29,10 @@
 #include <type_traits>
 #include <cmath>
 #include <cstring>
+#include <limits>
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
 #include <utility>
 #include <vector>
 
@@ -69,12 +73,13 @@ void per_example_impl(const torch::Tensor& vals, const torch::Tensor& idx, const
   }
 }
 
-// k largest |g| of one row (any order), ties broken towards the lower index. For non-negative floats the
-// unsigned bit pattern orders like the value, so the k-th largest |g| is the largest key thr with
-// #{key >= thr} >= k: a binary search over the key range whose every probe is a branch-free, vectorised
-// count over the row (about 31 short passes for float). Then one scan keeps every key above thr and, in
-// index order, as many keys equal to thr as are still needed. (A heap or nth_element mispredicts a branch
-// on about every other element.)
+// k largest |g| of one row, emitted in index order, ties broken towards the lower index. For non-negative
+// floats the unsigned bit pattern orders like the value, so the k-th largest |g| is the largest key thr with
+// #{key >= thr} >= k. Steps: (1) the keys and their maximum; (2) from the maximum's binade downwards, the
+// first binade floor E with #{key >= E} >= k (a few branch-free counting passes; after 8 binades E = 0);
+// (3) the keys >= E (typically a few dozen) are compacted and thr is found by a binary search over their
+// bits, each probe a short branch-free count; (4) one pass emits every key > thr and, in index order, as
+// many keys == thr as are still needed. Same result as a full sort; no data-dependent branch per element.
 template <typename T>
 struct KeyOf;
 template <>
@@ -91,14 +96,69 @@ inline int64_t count_ge(const K* __restrict keys, int64_t n, K thr) {
 }
 
 template <typename T>
-void select_row(const T* g, int64_t out, int64_t k, std::vector<typename KeyOf<T>::type>& work, int64_t* dst) {
+struct SelectWork {
+  using K = typename KeyOf<T>::type;
+  std::vector<K> keys, cand;
+  std::vector<int32_t> pick;
+};
+
+// cand[0:m] = the keys >= E in index order (cand has room for n); returns m
+template <typename K>
+inline int64_t compact_ge(const K* __restrict keys, int64_t n, K E, K* __restrict cand) {
+  int64_t m = 0, j = 0;
+#if defined(__AVX512F__)
+  if constexpr (sizeof(K) == 4) {
+    const __m512i e = _mm512_set1_epi32(int32_t(E));
+    for (; j + 16 <= n; j += 16) {
+      const __m512i v = _mm512_loadu_si512(keys + j);
+      const __mmask16 mk = _mm512_cmpge_epu32_mask(v, e);
+      _mm512_mask_compressstoreu_epi32(cand + m, mk, v);
+      m += __builtin_popcount(mk);
+    }
+  }
+#endif
+  for (; j < n; ++j) {
+    cand[m] = keys[j];
+    m += keys[j] >= E;
+  }
+  return m;
+}
+
+// dst[0:k] = the indices of the keys >= thr, in index order (exactly k of them)
+template <typename K>
+inline void emit_ge(const K* __restrict keys, int64_t n, K thr, int64_t k, std::vector<int32_t>& pick, int64_t* dst) {
+  int64_t t = 0, j = 0;
+#if defined(__AVX512F__)
+  if constexpr (sizeof(K) == 4) {
+    pick.resize(k + 16);
+    int32_t* pp = pick.data();
+    const __m512i th = _mm512_set1_epi32(int32_t(thr));
+    __m512i idx = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    const __m512i sixteen = _mm512_set1_epi32(16);
+    for (; j + 16 <= n && t < k; j += 16) {
+      const __mmask16 mk = _mm512_cmpge_epu32_mask(_mm512_loadu_si512(keys + j), th);
+      _mm512_mask_compressstoreu_epi32(pp + t, mk, idx);
+      t += __builtin_popcount(mk);
+      idx = _mm512_add_epi32(idx, sixteen);
+    }
+    for (int64_t i = 0; i < t; ++i) dst[i] = pp[i];
+  }
+#endif
+  for (; j < n && t < k; ++j) {
+    dst[t] = j;
+    t += keys[j] >= thr;
+  }
+}
+
+template <typename T>
+void select_row(const T* g, int64_t out, int64_t k, SelectWork<T>& w, int64_t* dst) {
   using K = typename KeyOf<T>::type;
   if (k >= out) {
     for (int64_t j = 0; j < out; ++j) dst[j] = j;
     return;
   }
-  work.resize(out);
-  K* keys = work.data();
+  w.keys.resize(out);
+  K* keys = w.keys.data();
   K hi = 0;
   for (int64_t j = 0; j < out; ++j) {
     const T a = std::abs(g[j]);
@@ -107,17 +167,70 @@ void select_row(const T* g, int64_t out, int64_t k, std::vector<typename KeyOf<T
     keys[j] = key;
     hi = key > hi ? key : hi;
   }
-  K lo = 0;  // invariant: #{key >= lo} >= k
+  constexpr int MB = std::numeric_limits<T>::digits - 1;  // mantissa bits: 23 (float), 52 (double)
+  K E = (hi >> MB) << MB;
+  int64_t c = count_ge<K>(keys, out, E);
+  for (int step = 0; c < k && step < 8 && E > 0; ++step) {
+    E -= K(1) << MB;
+    c = count_ge<K>(keys, out, E);
+  }
+  if (c < k) {
+    E = 0;
+    c = out;
+  }
+  w.cand.resize(out);
+  K* cand = w.cand.data();
+  const int64_t m = compact_ge<K>(keys, out, E, cand);
+  K lo = E;  // invariant: #{key >= lo} >= k
   while (lo < hi) {
     const K mid = lo + (hi - lo) / 2 + 1;
-    if (count_ge<K>(keys, out, mid) >= k) lo = mid; else hi = mid - 1;
+    if (count_ge<K>(cand, m, mid) >= k) lo = mid; else hi = mid - 1;
   }
-  int64_t above = 0;
-  for (int64_t j = 0; j < out; ++j) above += keys[j] > lo;
-  int64_t equal_left = k - above, t = 0;
+  const int64_t ge = count_ge<K>(cand, m, lo);
+  if (ge == k) {  // no excess ties at thr (the usual case): every key >= thr
+    emit_ge<K>(keys, out, lo, k, w.pick, dst);
+    return;
+  }
+  int64_t t = 0;
+  int64_t gt = 0;
+  for (int64_t j = 0; j < m; ++j) gt += cand[j] > lo;
+  int64_t equal_left = k - gt;
   for (int64_t j = 0; j < out && t < k; ++j) {
     if (keys[j] > lo || (keys[j] == lo && equal_left-- > 0)) dst[t++] = j;
   }
+}
+
+// dst[0:n] = sum over c of coef[c] * rows[c][0:n], added in c order onto init (0, or coef[0] * rows[0] when
+// first_is_init): the same float operations as a sequence of axpy's, but every dst element written once, with
+// the partial sums in registers (chunks of CH elements).
+template <typename T, int CH>
+inline int64_t comb_chunks(int64_t i, int64_t n, int64_t cnt, const T* __restrict coef, const T* const* rows,
+                           bool first_is_init, T* __restrict dst) {
+  for (; i + CH <= n; i += CH) {
+    T acc[CH];
+    int64_t c0 = 0;
+    if (first_is_init) {
+      for (int j = 0; j < CH; ++j) acc[j] = coef[0] * rows[0][i + j];
+      c0 = 1;
+    } else {
+      for (int j = 0; j < CH; ++j) acc[j] = T(0);
+    }
+    for (int64_t c = c0; c < cnt; ++c) {
+      const T a = coef[c];
+      const T* __restrict r = rows[c] + i;
+      for (int j = 0; j < CH; ++j) acc[j] = std::fma(a, r[j], acc[j]);  // as the contracted axpy
+    }
+    for (int j = 0; j < CH; ++j) dst[i + j] = acc[j];
+  }
+  return i;
+}
+
+template <typename T>
+inline void combine_rows(int64_t n, int64_t cnt, const T* coef, const T* const* rows, bool first_is_init, T* dst) {
+  constexpr int W = 64 / int(sizeof(T));  // one 512-bit register
+  int64_t i = comb_chunks<T, 4 * W>(0, n, cnt, coef, rows, first_is_init, dst);
+  i = comb_chunks<T, W>(i, n, cnt, coef, rows, first_is_init, dst);
+  comb_chunks<T, 1>(i, n, cnt, coef, rows, first_is_init, dst);
 }
 
 template <typename T>
@@ -132,7 +245,7 @@ void topk_impl(const torch::Tensor& g, const torch::Tensor& x, const torch::Tens
   int64_t* ip = idx.data_ptr<int64_t>();
   T* kp = kept.data_ptr<T>();
   // 1. selection and the kept values
-  std::vector<typename KeyOf<T>::type> work;
+  SelectWork<T> work;
   for (int64_t b = 0; b < N; ++b) {
     if (select) select_row<T>(gp + b * out, out, k, work, ip + b * k);
     for (int64_t t = 0; t < k; ++t) kp[b * k + t] = gp[b * out + ip[b * k + t]] * T(scale);
@@ -154,16 +267,21 @@ void topk_impl(const torch::Tensor& g, const torch::Tensor& x, const torch::Tens
         for (int64_t j = 0; j < out; ++j) dbp[j] += gp[b * out + j];
     }
   }
-  // 4. input gradient: k axpy's per example
+  // 4. input gradient: dx[b] = sum of the k kept entries times their rows of W (zeros skipped), each dx
+  //    element written once
   if (dx) {
     T* dxp = dx->data_ptr<T>();
+    std::vector<const T*> rws(k);
+    std::vector<T> cf(k);
     for (int64_t b = 0; b < N; ++b) {
-      T* d = dxp + b * in;
-      std::fill(d, d + in, T(0));
+      int64_t cnt = 0;
       for (int64_t t = 0; t < k; ++t) {
         const T v = kp[b * k + t];
-        if (v != T(0)) axpy<T>(in, v, wp + ip[b * k + t] * in, d);
+        rws[cnt] = wp + ip[b * k + t] * in;
+        cf[cnt] = v;
+        cnt += v != T(0);
       }
+      combine_rows<T>(in, cnt, cf.data(), rws.data(), false, dxp + b * in);
     }
   }
   // 5. the rows of dW: the sorted union of the selected rows (a row selected only with value 0 gets a 0 row)
@@ -186,21 +304,28 @@ void topk_impl(const torch::Tensor& g, const torch::Tensor& x, const torch::Tens
     return;
   }
   if (!compact) return;
-  // compact: the first contribution to a row is written, the others added (no zero-fill)
+  // compact: row u = the first contribution to it (even a 0), plus the non-zero later ones, in example order;
+  // each row written once
   vals_out = torch::empty({U, in}, x.options());
   T* vp = vals_out.data_ptr<T>();
-  std::vector<char> seen(U, 0);
+  std::vector<int64_t> start(U + 1, 0);
+  for (int64_t e = 0; e < N * k; ++e) ++start[pos[ip[e]] + 1];
+  for (int64_t u = 0; u < U; ++u) start[u + 1] += start[u];
+  std::vector<const T*> rws(N * k);
+  std::vector<T> cf(N * k);
+  std::vector<int64_t> cnt(U, 0);
   for (int64_t b = 0; b < N; ++b)
     for (int64_t t = 0; t < k; ++t) {
       const T v = kp[b * k + t];
       const int64_t u = pos[ip[b * k + t]];
-      if (seen[u]) {
-        if (v != T(0)) axpy<T>(in, v, xp + b * in, vp + u * in);
-      } else {
-        scal_copy<T>(in, v, xp + b * in, vp + u * in);
-        seen[u] = 1;
+      if (cnt[u] == 0 || v != T(0)) {
+        const int64_t q = start[u] + cnt[u]++;
+        rws[q] = xp + b * in;
+        cf[q] = v;
       }
     }
+  for (int64_t u = 0; u < U; ++u)
+    combine_rows<T>(in, cnt[u], cf.data() + start[u], rws.data() + start[u], true, vp + u * in);
 }
 
 // the same float operations, in the same order, as torch.optim.Adam's default (foreach) step

@@ -39,90 +39,178 @@ struct NativeCfg {
 
 inline bool tracked(const Tensor& t) { return t.defined() && t.numel() > 0; }
 
+// One layer's backward, shared by the layer function and the whole-MLP function. g: (N, out) output gradient;
+// x, W the layer's saved input and weight. Returns {gx, gw, gb} (undefined where not needed) and updates the
+// stats in cfg.
+std::vector<Tensor> layer_backward(const Tensor& g_in, const Tensor& x, const Tensor& W, bool need_x, bool need_w,
+                                   bool need_b, const NativeCfg& cfg) {
+  const int64_t k = cfg.k, wg = cfg.weight_grad;
+  Tensor g = g_in.contiguous();
+  const int64_t n = g.size(0), out = g.size(1), in = x.size(1);
+  Tensor gx, gw, gb, rows, vals, sel;
+  int64_t touched, computed;
+  if (k == 0) {  // dense
+    if (need_x) gx = g.mm(W);
+    if (need_w) vals = g.t().mm(x);
+    if (need_b) gb = g.sum(0);
+    touched = computed = out;
+    if (need_w && wg == 1) rows = torch::arange(out, g.options().dtype(torch::kLong));
+  } else {
+    Tensor given;
+    if (cfg.random) {  // as select_random: the default dtype, the global generator
+      given = std::get<1>(at::rand(g.sizes(), at::TensorOptions().device(g.device())).topk(k, 1, true, false));
+    } else {
+      given = torch::empty({0, 0});
+    }
+    Tensor counts = tracked(cfg.acc) ? cfg.counts : torch::empty({0, 0});
+    auto r = topk_backward(g, x.contiguous(), W.contiguous(), k, given, cfg.scale, need_x, need_b, cfg.sparsify_bias,
+                           torch::empty({0, 0}), need_w, counts, cfg.count_zero_hits);
+    if (need_x) gx = r[0];
+    if (need_b) gb = r[1];
+    sel = r[2];
+    rows = r[4];
+    vals = r[5];
+    touched = rows.numel();
+    computed = k;
+  }
+  if (need_w) {
+    if (wg == 1) {
+      gw = at::_sparse_coo_tensor_unsafe(rows.unsqueeze(0), vals, W.sizes(), vals.options(), true);
+    } else if (rows.defined() && k != 0) {
+      gw = torch::zeros_like(W, at::MemoryFormat::Contiguous).index_copy_(0, rows, vals);
+    } else {
+      gw = vals;
+    }
+  }
+  if (tracked(cfg.acc)) {
+    int64_t* a = cfg.acc.data_ptr<int64_t>();
+    const int64_t prods = int64_t(need_x) + int64_t(need_w);
+    a[0] += 1;
+    a[1] += n;
+    a[2] = touched;
+    a[3] += touched;
+    a[4] += n * computed * in * prods;
+    a[5] += n * out * in * prods;
+    if (k == 0) {
+      a[6] = 2;
+    } else {
+      a[6] = 1;
+      Tensor last = cfg.last;
+      last.set_(sel);
+    }
+  }
+  return {gx, gw, gb};
+}
+
+void save_cfg(AutogradContext* ctx, const std::string& p, const NativeCfg& cfg) {
+  auto& d = ctx->saved_data;
+  d[p + "k"] = cfg.k;
+  d[p + "random"] = cfg.random;
+  d[p + "scale"] = cfg.scale;
+  d[p + "sb"] = cfg.sparsify_bias;
+  d[p + "wg"] = cfg.weight_grad;
+  d[p + "czh"] = cfg.count_zero_hits;
+  if (tracked(cfg.acc)) {
+    d[p + "counts"] = cfg.counts;
+    d[p + "acc"] = cfg.acc;
+    d[p + "last"] = cfg.last;
+  }
+}
+
+NativeCfg load_cfg(AutogradContext* ctx, const std::string& p) {
+  auto& d = ctx->saved_data;
+  NativeCfg cfg{d[p + "k"].toInt(), d[p + "random"].toBool(), d[p + "scale"].toDouble(), d[p + "sb"].toBool(),
+                d[p + "wg"].toInt(), d[p + "czh"].toBool(), Tensor(), Tensor(), Tensor()};
+  if (d.count(p + "acc")) {
+    cfg.counts = d[p + "counts"].toTensor();
+    cfg.acc = d[p + "acc"].toTensor();
+    cfg.last = d[p + "last"].toTensor();
+  }
+  return cfg;
+}
+
 struct MePropNativeFn : public torch::autograd::Function<MePropNativeFn> {
   static Tensor forward(AutogradContext* ctx, const Tensor& x, const Tensor& W, const std::optional<Tensor>& b,
                         const NativeCfg& cfg) {
     ctx->save_for_backward({x, W});
-    auto& d = ctx->saved_data;
-    d["k"] = cfg.k;
-    d["random"] = cfg.random;
-    d["scale"] = cfg.scale;
-    d["sb"] = cfg.sparsify_bias;
-    d["wg"] = cfg.weight_grad;
-    d["czh"] = cfg.count_zero_hits;
-    d["has_b"] = b.has_value() && b->defined();
-    if (tracked(cfg.acc)) {
-      d["counts"] = cfg.counts;
-      d["acc"] = cfg.acc;
-      d["last"] = cfg.last;
-    }
+    save_cfg(ctx, "", cfg);
+    ctx->saved_data["has_b"] = b.has_value() && b->defined();
     if (b.has_value() && b->defined()) return at::addmm(*b, x, W.t());
     return at::mm(x, W.t());
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grad_outputs) {
     auto saved = ctx->get_saved_variables();
-    const Tensor& x = saved[0];
-    const Tensor& W = saved[1];
-    auto& d = ctx->saved_data;
-    const bool has_b = d["has_b"].toBool();
-    const bool need_x = ctx->needs_input_grad(0), need_w = ctx->needs_input_grad(1);
+    const bool has_b = ctx->saved_data["has_b"].toBool();
     const bool need_b = has_b && ctx->needs_input_grad(2);
-    const int64_t k = d["k"].toInt(), wg = d["wg"].toInt();
-    Tensor g = grad_outputs[0].contiguous();
-    const int64_t n = g.size(0), out = g.size(1), in = x.size(1);
-    Tensor gx, gw, gb, rows, vals, sel;
-    int64_t touched, computed;
-    if (k == 0) {  // dense
-      if (need_x) gx = g.mm(W);
-      if (need_w) vals = g.t().mm(x);
-      if (need_b) gb = g.sum(0);
-      touched = computed = out;
-      if (need_w && wg == 1) rows = torch::arange(out, g.options().dtype(torch::kLong));
-    } else {
-      Tensor given;
-      if (d["random"].toBool()) {  // as select_random: the default dtype, the global generator
-        given = std::get<1>(at::rand(g.sizes(), at::TensorOptions().device(g.device())).topk(k, 1, true, false));
-      } else {
-        given = torch::empty({0, 0});
+    auto r = layer_backward(grad_outputs[0], saved[0], saved[1], ctx->needs_input_grad(0), ctx->needs_input_grad(1),
+                            need_b, load_cfg(ctx, ""));
+    return {r[0], r[1], r[2], Tensor()};
+  }
+};
+
+// ReLU backward in place: g = 0 where the ReLU output h <= 0 (as PyTorch's threshold_backward on the result)
+Tensor relu_backward_(Tensor g, const Tensor& h) {
+  TORCH_CHECK(g.is_contiguous() && g.sizes() == h.sizes() && g.scalar_type() == h.scalar_type(),
+              "relu_backward_: g and h must be contiguous and alike");
+  Tensor hc = h.contiguous();
+  AT_DISPATCH_FLOATING_TYPES(g.scalar_type(), "relu_backward_", [&] {
+    scalar_t* gp = g.data_ptr<scalar_t>();
+    const scalar_t* hp = hc.data_ptr<scalar_t>();
+    const int64_t n = g.numel();
+    for (int64_t i = 0; i < n; ++i) gp[i] = hp[i] <= scalar_t(0) ? scalar_t(0) : gp[i];
+  });
+  return g;
+}
+
+// The whole ReLU MLP (hidden layers with meProp, then the output layer) as ONE autograd node: the forward runs
+// addmm + relu per hidden layer and addmm for the output; the backward runs every layer's backward (output
+// first, as autograd would) with the ReLU masks in between, so a training step's backward is the loss's nodes
+// plus this one native call. params = [W0, b0, W1, b1, ..., W_out, b_out] (every layer with a bias); cfgs one
+// per layer. Gradients are bit-equal to the per-layer native functions (same kernels, same order, same random
+// draws).
+struct MePropMLPNativeFn : public torch::autograd::Function<MePropMLPNativeFn> {
+  static Tensor forward(AutogradContext* ctx, const Tensor& x, at::TensorList params, const std::vector<NativeCfg>& cfgs) {
+    const int64_t L = int64_t(cfgs.size());
+    std::vector<Tensor> save{x};
+    Tensor h = x;
+    for (int64_t l = 0; l < L; ++l) {
+      const Tensor& W = params[2 * l];
+      const Tensor& b = params[2 * l + 1];
+      h = at::addmm(b, h, W.t());
+      if (l + 1 < L) {
+        h.relu_();
+        save.push_back(h);
       }
-      Tensor counts = d.count("counts") ? d["counts"].toTensor() : torch::empty({0, 0});
-      auto r = topk_backward(g, x.contiguous(), W.contiguous(), k, given, d["scale"].toDouble(), need_x, need_b,
-                             d["sb"].toBool(), torch::empty({0, 0}), need_w, counts, d["czh"].toBool());
-      if (need_x) gx = r[0];
-      if (need_b) gb = r[1];
-      sel = r[2];
-      rows = r[4];
-      vals = r[5];
-      touched = rows.numel();
-      computed = k;
+      save_cfg(ctx, std::to_string(l) + ".", cfgs[l]);
     }
-    if (need_w) {
-      if (wg == 1) {
-        gw = at::_sparse_coo_tensor_unsafe(rows.unsqueeze(0), vals, W.sizes(), vals.options(), true);
-      } else if (rows.defined() && k != 0) {
-        gw = torch::zeros_like(W, at::MemoryFormat::Contiguous).index_copy_(0, rows, vals);
+    for (const Tensor& p : params) save.push_back(p);
+    ctx->save_for_backward(save);
+    ctx->saved_data["L"] = L;
+    return h;
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grad_outputs) {
+    auto saved = ctx->get_saved_variables();
+    const int64_t L = ctx->saved_data["L"].toInt();
+    // saved: x, h_0 .. h_{L-2} (the hidden activations), then the params
+    variable_list grads(1 + 2 * L + 1);
+    Tensor g = grad_outputs[0];
+    for (int64_t l = L - 1; l >= 0; --l) {
+      const Tensor& in = saved[l];  // the layer's input: x for l = 0, else h_{l-1}
+      const Tensor& W = saved[L + 2 * l];
+      const bool need_x = l > 0 || ctx->needs_input_grad(0);
+      auto r = layer_backward(g, in, W, need_x, ctx->needs_input_grad(1 + 2 * l), ctx->needs_input_grad(2 + 2 * l),
+                              load_cfg(ctx, std::to_string(l) + "."));
+      grads[1 + 2 * l] = r[1];
+      grads[2 + 2 * l] = r[2];
+      if (l > 0) {
+        g = relu_backward_(r[0], in);
       } else {
-        gw = vals;
+        grads[0] = r[0];
       }
     }
-    if (d.count("acc")) {
-      int64_t* a = d["acc"].toTensor().data_ptr<int64_t>();
-      const int64_t prods = int64_t(need_x) + int64_t(need_w);
-      a[0] += 1;
-      a[1] += n;
-      a[2] = touched;
-      a[3] += touched;
-      a[4] += n * computed * in * prods;
-      a[5] += n * out * in * prods;
-      if (k == 0) {
-        a[6] = 2;
-      } else {
-        a[6] = 1;
-        d["last"].toTensor().set_(sel);
-      }
-    }
-    return {gx, gw, gb, Tensor()};
+    return grads;
   }
 };
 
@@ -141,6 +229,35 @@ Tensor meprop_linear_native(const Tensor& x, const Tensor& W, const std::optiona
   return MePropNativeFn::apply(x, W, b, cfg);
 }
 
+
+// x (N, in); params [W0, b0, ..., W_out, b_out]; per-layer lists of the same settings as meprop_linear_native.
+Tensor meprop_mlp_native(const Tensor& x, std::vector<Tensor> params, std::vector<int64_t> ks, std::vector<bool> random,
+                         std::vector<double> scales, bool sparsify_bias, int64_t weight_grad, bool count_zero_hits,
+                         std::vector<Tensor> counts, std::vector<Tensor> accs, std::vector<Tensor> lasts) {
+  const size_t L = ks.size();
+  TORCH_CHECK(L >= 1 && params.size() == 2 * L && random.size() == L && scales.size() == L && counts.size() == L &&
+                  accs.size() == L && lasts.size() == L,
+              "meprop_mlp_native: params must be [W, b] per layer and every per-layer list of the same length");
+  TORCH_CHECK(x.device().is_cpu() && x.dim() == 2, "meprop_mlp_native: x (N, in) on the CPU");
+  TORCH_CHECK(weight_grad == 0 || weight_grad == 1, "meprop_mlp_native: weight_grad 0 (dense) or 1 (sparse)");
+  int64_t width = x.size(1);
+  std::vector<NativeCfg> cfgs;
+  for (size_t l = 0; l < L; ++l) {
+    const Tensor& W = params[2 * l];
+    const Tensor& b = params[2 * l + 1];
+    TORCH_CHECK(W.dim() == 2 && W.size(1) == width && b.dim() == 1 && b.size(0) == W.size(0),
+                "meprop_mlp_native: layer ", l, " has W ", W.sizes(), " and b ", b.sizes(), " after width ", width);
+    TORCH_CHECK(ks[l] >= 0 && ks[l] <= W.size(0), "meprop_mlp_native: k of layer ", l, " must be in [0, out]");
+    TORCH_CHECK(!tracked(accs[l]) || (accs[l].scalar_type() == torch::kLong && accs[l].numel() >= 7 &&
+                                      counts[l].scalar_type() == torch::kLong && counts[l].numel() == W.size(0)),
+                "meprop_mlp_native: acc must be (7,) int64 and counts (out,) int64");
+    width = W.size(0);
+    cfgs.push_back(NativeCfg{ks[l], bool(random[l]), scales[l], sparsify_bias, weight_grad, count_zero_hits, counts[l],
+                             accs[l], lasts[l]});
+  }
+  return MePropMLPNativeFn::apply(x, at::TensorList(params), cfgs);
+}
+
 }  // namespace
 
 void init_native(pybind11::module& m) {
@@ -149,4 +266,10 @@ void init_native(pybind11::module& m) {
         pybind11::arg("x"), pybind11::arg("W"), pybind11::arg("b"), pybind11::arg("k"), pybind11::arg("random"),
         pybind11::arg("scale"), pybind11::arg("sparsify_bias"), pybind11::arg("weight_grad"),
         pybind11::arg("count_zero_hits"), pybind11::arg("counts"), pybind11::arg("acc"), pybind11::arg("last"));
+  m.def("meprop_mlp_native", &meprop_mlp_native,
+        "a ReLU MLP of meProp layers as ONE C++ autograd function (forward addmm + relu, backward every layer's "
+        "fused top-k backward)",
+        pybind11::arg("x"), pybind11::arg("params"), pybind11::arg("ks"), pybind11::arg("random"),
+        pybind11::arg("scales"), pybind11::arg("sparsify_bias"), pybind11::arg("weight_grad"),
+        pybind11::arg("count_zero_hits"), pybind11::arg("counts"), pybind11::arg("accs"), pybind11::arg("lasts"));
 }

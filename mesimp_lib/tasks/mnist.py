@@ -167,6 +167,7 @@ class MLP(nn.Module):
         self.output = MePropLinear(widths[-1], out_features, k_out, mode, device=device, **layer_kwargs)
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.act_hook = None  # optional f(layer_index, h) -> h after each hidden activation (meAct)
+        self.fuse_native = True  # kernel="native" everywhere: the whole network as one C++ autograd node
 
     @property
     def widths(self) -> list[int]:
@@ -182,7 +183,45 @@ class MLP(nn.Module):
             layer.k = k
         self.output.k = k_out
 
+    def _whole_native(self, x: torch.Tensor) -> bool:
+        """Whether this forward can run as ONE C++ autograd node (``meprop_mlp_native``): every layer
+        kernel="native" without hooks (meSimp records take the per-layer path), no meAct hook, no active dropout,
+        every layer with a bias and the same weight-gradient settings, and a graph to build. Bit-equal to the
+        per-layer native layers; ``fuse_native = False`` turns it off."""
+        layers = self.meprop_layers()
+        if not self.fuse_native or x.dim() != 2 or self.act_hook is not None or not torch.is_grad_enabled():
+            return False
+        if self.training and not isinstance(self.dropout, nn.Identity):
+            return False
+        first = layers[0]
+        for layer in layers:
+            if layer.kernel != "native" or layer.hooks or layer.bias is None:
+                return False
+            if not (layer.weight.requires_grad and layer.bias.requires_grad):
+                return False
+            if (layer.weight_grad, layer.sparsify_bias, layer.count_zero_hits) != (
+                    first.weight_grad, first.sparsify_bias, first.count_zero_hits):
+                return False
+        return True
+
+    def _native_mlp_forward(self, x: torch.Tensor) -> torch.Tensor:
+        from ..meprop import _fused
+
+        layers = self.meprop_layers()
+        if x.shape[-1] != layers[0].in_features:
+            raise ValueError(f"input has {x.shape[-1]} features in its last dimension; this model expects "
+                             f"in_features={layers[0].in_features}")
+        args = [layer._native_args() for layer in layers]  # checks every layer can run natively
+        params = [t for layer in layers for t in (layer.weight, layer.bias)]
+        first = layers[0]
+        return _fused().meprop_mlp_native(
+            x, params, [a[0] for a in args], [a[1] for a in args], [a[2] for a in args], first.sparsify_bias,
+            first.weight_grad == "sparse", first.count_zero_hits, [a[3] for a in args], [a[4] for a in args],
+            [a[5] for a in args])
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self._whole_native(x):
+            return self._native_mlp_forward(x)
         for i, layer in enumerate(self.hidden):
             h = torch.relu(layer(x))
             if self.act_hook is not None:
