@@ -100,9 +100,7 @@ class LazyAdam(torch.optim.Optimizer):
         loss = closure() if closure is not None else None
         kern = self._kernels()
         for group in self.param_groups:
-            if kern is not None and all(self._native_ok(p) for p in group["params"]):
-                self._native_step(kern, group)
-            else:
+            if kern is None or not self._native_step(kern, group):
                 self._torch_step(group)
         return loss
 
@@ -114,7 +112,28 @@ class LazyAdam(torch.optim.Optimizer):
             st["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.contiguous_format)
         return st
 
-    def _native_step(self, kern, group) -> None:
+    def _native_step(self, kern, group) -> bool:
+        """One native call for the group (it reads the gradients and counts the steps itself); False, with
+        nothing changed, when a parameter cannot take it (not a contiguous CPU float32/float64 tensor)."""
+        params, ms, vs, steps = [], [], [], []
+        for p in group["params"]:
+            g = p.grad
+            if g is None:
+                continue
+            if not g.is_sparse and getattr(p, "_mesimp_gradbuf", None) is not None:
+                return self._native_step_rows(kern, group)  # rows from MePropLinear's gradient buffer
+            st = self._state(p)
+            params.append(p)
+            ms.append(st["exp_avg"])
+            vs.append(st["exp_avg_sq"])
+            steps.append(st["step"])
+        b1, b2 = group["betas"]
+        return kern.lazy_adam_step(params, ms, vs, steps, group["lr"], b1, b2, group["eps"])
+
+    def _native_step_rows(self, kern, group) -> bool:
+        """The native update with the rows found in Python (gradient buffers)."""
+        if not all(self._native_ok(p) for p in group["params"]):
+            return False
         params, grads, rows, ms, vs, steps = [], [], [], [], [], []
         for p in group["params"]:
             if p.grad is None:
@@ -131,6 +150,7 @@ class LazyAdam(torch.optim.Optimizer):
         if params:
             b1, b2 = group["betas"]
             kern.adam_step(params, grads, rows, ms, vs, steps, group["lr"], b1, b2, group["eps"])
+        return True
 
     def _torch_step(self, group) -> None:
         lr, (b1, b2), eps = group["lr"], group["betas"], group["eps"]

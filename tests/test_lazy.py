@@ -133,6 +133,34 @@ def test_native_lazy_adam_on_sparse_grads_equals_the_torch_loop(mode):
         torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.skipif(not _native_available(), reason="native kernels cannot be built here")
+def test_native_lazy_adam_step_reads_gradients_itself():
+    """The one-call step: accumulated (uncoalesced) sparse gradients are coalesced, parameters without a gradient
+    get no state and no step, a parameter the kernel cannot take sends the group to the PyTorch loop; the
+    results equal the PyTorch loop's."""
+
+    def run(native):
+        torch.manual_seed(0)
+        layer = MePropLinear(8, 20, 3, kernel="native", weight_grad="sparse")
+        idle = nn.Linear(3, 3)  # never used: no gradient
+        odd = nn.Parameter(torch.randn(6, 4).t())  # not contiguous: the kernel refuses it
+        opt = LazyAdam([*layer.parameters(), *idle.parameters()], lr=1e-2, native=native)
+        opt2 = LazyAdam([odd], lr=1e-2, native=native)
+        for s in range(3):
+            opt.zero_grad(set_to_none=True)
+            for rep in range(2):  # two backward passes: the row-sparse gradients accumulate uncoalesced
+                x, _ = batch(s * 2 + rep)
+                layer(x).pow(2).sum().backward()
+            odd.grad = torch.ones(4, 6)
+            opt.step()
+            opt2.step()
+        assert not opt.state.get(idle.weight) and float(opt.state[layer.weight]["step"]) == 3
+        return [p.detach().clone() for p in (*layer.parameters(), odd)]
+
+    for p, q in zip(run(None), run(False)):
+        torch.testing.assert_close(p, q, rtol=1e-6, atol=1e-7)
+
+
 def test_kernel_config_field_keeps_old_results_equal():
     from mesimp_lib.experiments import _same_config
 

@@ -447,6 +447,53 @@ void adam_step(std::vector<torch::Tensor> params, std::vector<torch::Tensor> gra
   }
 }
 
+// LazyAdam's whole step in one call: for every parameter with a gradient, step += 1 (its float32 step tensor,
+// as torch.optim.Adam keeps it), then the row-lazy update of adam_step for a row-sparse gradient (coalesced
+// here first when it is not, and p.grad replaced by the coalesced one, as the Python path does) or the dense
+// update for a dense gradient. Returns false, having changed nothing, when a parameter is not a contiguous
+// CPU float32/float64 tensor (the caller then takes the PyTorch path).
+bool lazy_adam_step(std::vector<torch::Tensor> params, std::vector<torch::Tensor> exp_avgs,
+                    std::vector<torch::Tensor> exp_avg_sqs, std::vector<torch::Tensor> steps, double lr, double beta1,
+                    double beta2, double eps) {
+  const size_t n = params.size();
+  TORCH_CHECK(exp_avgs.size() == n && exp_avg_sqs.size() == n && steps.size() == n,
+              "lazy_adam_step: lists of different lengths");
+  for (size_t i = 0; i < n; ++i) {
+    const torch::Tensor& p = params[i];
+    if (!p.device().is_cpu() || !(p.scalar_type() == torch::kFloat || p.scalar_type() == torch::kDouble) ||
+        !p.is_contiguous())
+      return false;
+    TORCH_CHECK(steps[i].scalar_type() == torch::kFloat && steps[i].numel() == 1 && steps[i].is_contiguous(),
+                "lazy_adam_step: step tensors must be float32 scalars");
+  }
+  std::vector<torch::Tensor> ps, gs, rs, ms, vs;
+  std::vector<double> ts;
+  for (size_t i = 0; i < n; ++i) {
+    torch::Tensor p = params[i];
+    torch::Tensor g = p.grad();
+    if (!g.defined()) continue;
+    float* st = steps[i].data_ptr<float>();
+    *st += 1.0f;
+    if (g.is_sparse()) {
+      if (!g.is_coalesced()) {
+        g = g.coalesce();
+        p.mutable_grad() = g;
+      }
+      rs.push_back(g._indices().select(0, 0));
+      gs.push_back(g._values());
+    } else {
+      rs.push_back(torch::Tensor());
+      gs.push_back(g);
+    }
+    ps.push_back(p);
+    ms.push_back(exp_avgs[i]);
+    vs.push_back(exp_avg_sqs[i]);
+    ts.push_back(double(*st));
+  }
+  adam_step(ps, gs, rs, ms, vs, ts, lr, beta1, beta2, eps);
+  return true;
+}
+
 void init_native(pybind11::module& m);  // meprop_native.cpp: the layer as a C++ autograd function
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
@@ -454,5 +501,6 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("topk_backward", &topk_backward, "per-example top-k selection + backward + record in one pass (CPU)");
   m.def("unified_backward", &unified_backward, "unified meProp backward in one native call");
   m.def("adam_step", &adam_step, "dense or row-lazy Adam step over a list of parameters (CPU)");
+  m.def("lazy_adam_step", &lazy_adam_step, "LazyAdam's step in one call: step counts, gradients read from p.grad");
   init_native(m);
 }
