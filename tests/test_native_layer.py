@@ -278,3 +278,40 @@ def test_whole_mlp_node_is_used_only_where_it_applies():
     assert not frozen._whole_native(x)
     with pytest.raises(ValueError, match="in_features=16"):
         net(torch.randn(4, 15))
+
+
+def test_whole_mlp_node_follows_changes_to_the_model():
+    """The cached call is rebuilt whenever k, the record, the weights or the hooks change."""
+    from mesimp_lib.tasks.mnist import MLP
+
+    whole, per_layer = _mlp_pair(in_features=16, hidden=[20, 12], out_features=4, k=5, kernel="native",
+                                 weight_grad="sparse")
+    gen = torch.Generator().manual_seed(7)
+
+    def both(check_whole=True):
+        x, y = torch.randn(6, 16, generator=gen), torch.randint(0, 4, (6,), generator=gen)
+        a, b = _grads_and_records(whole, x, y), _grads_and_records(per_layer, x, y)
+        for u, v in zip(a[1], b[1]):
+            assert torch.equal(u, v)
+        for ra, rb in zip(a[3], b[3]):
+            for u, v in zip(ra, rb):
+                assert torch.equal(u, v) if isinstance(u, torch.Tensor) else u == v
+        assert whole._native_call(x) is not None or not check_whole
+
+    both()
+    for net in (whole, per_layer):
+        net.set_k(3)
+    both()
+    for net in (whole, per_layer):
+        net.hidden[0].stats.reset()
+    both()
+    for net in (whole, per_layer):
+        with torch.no_grad():
+            net.hidden[1].weight = nn.Parameter(net.hidden[1].weight[:8].clone())
+            net.hidden[1].bias = nn.Parameter(net.hidden[1].bias[:8].clone())
+            net.output.weight = nn.Parameter(net.output.weight[:, :8].clone())
+    both()
+    for net in (whole, per_layer):
+        net.hidden[0].hooks.grad_mask = torch.ones(20)
+    both(check_whole=False)
+    assert whole._native_call(torch.randn(2, 16)) is None

@@ -204,24 +204,51 @@ class MLP(nn.Module):
                 return False
         return True
 
-    def _native_mlp_forward(self, x: torch.Tensor) -> torch.Tensor:
-        from ..meprop import _fused
+    def _native_key(self) -> tuple:
+        """Everything the whole-network call depends on, read cheaply (ids of the tensors and of the record,
+        which the cached call keeps alive, so no id is reused while it is cached)."""
+        key = [self.fuse_native, self.training, self.__dict__["act_hook"] is None, id(self._modules["dropout"])]
+        for layer in (*self._modules["hidden"]._modules.values(), self._modules["output"]):
+            d, prm = layer.__dict__, layer._parameters
+            w, b, st = prm["weight"], prm["bias"], d["stats"]
+            sd = st.__dict__
+            key += [id(layer), id(w), id(b), w.shape, w.dtype, w.device, w.requires_grad,
+                    b is not None and b.requires_grad, d["kernel"], d["_k"], d["mode"], d["rescale"],
+                    d["sparsify_bias"], d["weight_grad"], d["count_zero_hits"], d["track_stats"], id(st),
+                    id(sd.get("_native")), id(sd.get("counts")), bool(d["hooks"])]
+        return tuple(key)
 
+    def _native_call(self, x: torch.Tensor):
+        """The cached arguments of ``meprop_mlp_native`` for this model's current state, or None when the
+        whole-network node does not apply (see ``_whole_native``)."""
+        if x.dim() != 2 or not torch.is_grad_enabled():
+            return None
+        key = self._native_key()
+        cached = self.__dict__.get("_native_cache")
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        call = self._native_args_all() if self._whole_native(x) else None
+        self.__dict__["_native_cache"] = (key, call)
+        return call
+
+    def _native_args_all(self) -> tuple:
         layers = self.meprop_layers()
-        if x.shape[-1] != layers[0].in_features:
-            raise ValueError(f"input has {x.shape[-1]} features in its last dimension; this model expects "
-                             f"in_features={layers[0].in_features}")
         args = [layer._native_args() for layer in layers]  # checks every layer can run natively
         params = [t for layer in layers for t in (layer.weight, layer.bias)]
         first = layers[0]
-        return _fused().meprop_mlp_native(
-            x, params, [a[0] for a in args], [a[1] for a in args], [a[2] for a in args], first.sparsify_bias,
-            first.weight_grad == "sparse", first.count_zero_hits, [a[3] for a in args], [a[4] for a in args],
-            [a[5] for a in args])
+        return (params, [a[0] for a in args], [a[1] for a in args], [a[2] for a in args], first.sparsify_bias,
+                first.weight_grad == "sparse", first.count_zero_hits, [a[3] for a in args], [a[4] for a in args],
+                [a[5] for a in args])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self._whole_native(x):
-            return self._native_mlp_forward(x)
+        call = self._native_call(x)
+        if call is not None:
+            if x.shape[-1] != call[0][0].shape[1]:
+                raise ValueError(f"input has {x.shape[-1]} features in its last dimension; this model expects "
+                                 f"in_features={call[0][0].shape[1]}")
+            from ..meprop import _fused
+
+            return _fused().meprop_mlp_native(x, *call)
         for i, layer in enumerate(self.hidden):
             h = torch.relu(layer(x))
             if self.act_hook is not None:
