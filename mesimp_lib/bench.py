@@ -75,13 +75,14 @@ def _abba(dense_fn, sparse_fn, min_rounds: int, scale: float = 1.0):
 
 
 def bench_layer(batch: int, n: int, k: int, mode: str = "unified", threads: int = 1, scale: float = 1.0, seed: int = 0,
-                weight_grad: str = "buffer") -> dict:
+                weight_grad: str = "buffer", kernel: str = "torch") -> dict:
     """One square layer (n -> n): dense backward vs meProp backward (``weight_grad``: the dense row-re-zeroed
-    buffer any optimizer takes, or "sparse", the row-sparse gradient of the selected rows)."""
+    buffer any optimizer takes, or "sparse", the row-sparse gradient of the selected rows; ``kernel``: "torch"
+    = the pure-PyTorch backward, "fused" = the native kernels)."""
     torch.set_num_threads(threads)
     gen = torch.Generator().manual_seed(seed)
     x = torch.randn(batch, n, generator=gen, requires_grad=True)
-    layer = MePropLinear(n, n, k=k, mode=mode, bias=False, weight_grad=weight_grad)
+    layer = MePropLinear(n, n, k=k, mode=mode, bias=False, weight_grad=weight_grad, kernel=kernel)
     w_dense = layer.weight.detach().clone().requires_grad_(True)
     g = torch.randn(batch, n, generator=gen)
     y_dense = F.linear(x, w_dense)
@@ -124,7 +125,7 @@ def bench_layer(batch: int, n: int, k: int, mode: str = "unified", threads: int 
     )
     return {
         "batch": batch, "n": n, "k": k, "k_frac": k / n, "mode": mode, "threads": threads, "weight_grad": weight_grad,
-        "dense_ms": td * 1e3, "meprop_ms": ts * 1e3, "speedup": ratio, "limit": n / k,
+        "kernel": kernel, "dense_ms": td * 1e3, "meprop_ms": ts * 1e3, "speedup": ratio, "limit": n / k,
         "rounds": rounds, "correct": bool(ok), "speedup_vs_masked": vs_masked,
     }
 
@@ -374,8 +375,10 @@ def _line(r: dict) -> str:
     what = r.get("shape", f"layer n={r['n']}")
     if "variant" in r:
         what = f"{r['variant']} (step)"
-    elif "kernel" in r:
+    elif "kernel" in r and "shape" in r:
         what = f"MLP bwd {r['kernel']}/{r['weight_grad']}"
+    elif r.get("kernel", "torch") != "torch":
+        what = f"layer n={r['n']} {r['kernel']}/{r['weight_grad']}"
     return (
         f"{what:34s} batch {r['batch']:4d}  k={r['k']:4d} ({100 * r['k_frac']:4.1f}%)  {r['mode']:11s} "
         f"threads {r['threads']}  dense {r['dense_ms']:9.3f} ms  meProp {r['meprop_ms']:8.3f} ms  "

@@ -431,6 +431,25 @@ def test_fused_fallback_when_the_extension_is_unavailable(monkeypatch, caplog):
 
 
 @fused
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("mode", ["per_example", "unified"])
+@pytest.mark.parametrize("b,n_in,n_out,k", [(10, 784, 500, 20), (32, 1000, 300, 9), (3, 77, 130, 40), (1, 16, 64, 64)])
+def test_fused_kernels_wide_layers_equal_masked_reference(dtype, mode, b, n_in, n_out, k):
+    """Widths that take the vectorised chunk loops (64 and 16 wide, then the scalar tail), both dtypes."""
+    gen = torch.Generator().manual_seed(b + n_in)
+    x = torch.randn(b, n_in, dtype=dtype, generator=gen)
+    g = torch.randn(b, n_out, dtype=dtype, generator=gen)
+    for weight_grad in ("sparse", "buffer"):
+        layer = MePropLinear(n_in, n_out, k, mode, kernel="fused", weight_grad=weight_grad, dtype=dtype)
+        gx, gw, gb = run_layer(layer, x, g)
+        rx, rw, gk = masked_reference(x, layer.weight.detach(), g, k, mode)
+        tol = dict(rtol=1e-5, atol=1e-5) if dtype == torch.float32 else {}
+        torch.testing.assert_close(gx, rx, **tol)
+        torch.testing.assert_close(gw, rw, **tol)
+        torch.testing.assert_close(gb, g.sum(0), **tol)
+
+
+@fused
 @pytest.mark.parametrize("mode", ["per_example", "unified"])
 @pytest.mark.parametrize("set_to_none", [True, False])
 def test_fused_training_equals_torch_path(mode, set_to_none):

@@ -225,10 +225,88 @@ inline int64_t comb_chunks(int64_t i, int64_t n, int64_t cnt, const T* __restric
   return i;
 }
 
+#if defined(__AVX512F__)
+// float32 versions of the chunk loops with explicit 512-bit registers (V of them: 16 * V floats per chunk);
+// _mm512_fmadd_ps rounds once, as std::fma, so the results equal the generic loops bit for bit
+template <int V>
+inline int64_t comb_chunks_avx(int64_t i, int64_t n, int64_t cnt, const float* __restrict coef,
+                               const float* const* rows, bool first_is_init, float* __restrict dst) {
+  constexpr int CH = 16 * V;
+  for (; i + CH <= n; i += CH) {
+    __m512 acc[V];
+    int64_t c0 = 0;
+    if (first_is_init) {
+      const __m512 a = _mm512_set1_ps(coef[0]);
+      for (int v = 0; v < V; ++v) acc[v] = _mm512_mul_ps(a, _mm512_loadu_ps(rows[0] + i + 16 * v));
+      c0 = 1;
+    } else {
+      for (int v = 0; v < V; ++v) acc[v] = _mm512_setzero_ps();
+    }
+    for (int64_t c = c0; c < cnt; ++c) {
+      const __m512 a = _mm512_set1_ps(coef[c]);
+      const float* r = rows[c] + i;
+      for (int v = 0; v < V; ++v) acc[v] = _mm512_fmadd_ps(a, _mm512_loadu_ps(r + 16 * v), acc[v]);
+    }
+    for (int v = 0; v < V; ++v) _mm512_storeu_ps(dst + i + 16 * v, acc[v]);
+  }
+  return i;
+}
+
+// RB output rows at once (RB * V accumulators): each source chunk loaded once per RB rows
+template <int V, int RB>
+inline int64_t multi_chunks_avx(int64_t i, int64_t n, int64_t R, int64_t C, const float* __restrict coef,
+                                const float* const* src, float* __restrict dst) {
+  constexpr int CH = 16 * V;
+  // the C source chunks are packed contiguously first: rows a multiple of 4 KiB apart (any power-of-two
+  // width) would all fall into the same L1 sets and evict each other
+  std::vector<float> packed(C * CH);
+  const float* pk = packed.data();
+  for (; i + CH <= n; i += CH) {
+    for (int64_t c = 0; c < C; ++c)
+      for (int v = 0; v < V; ++v) _mm512_storeu_ps(packed.data() + c * CH + 16 * v, _mm512_loadu_ps(src[c] + i + 16 * v));
+    int64_t r = 0;
+    for (; r + RB <= R; r += RB) {
+      __m512 acc[RB][V];
+      for (int q = 0; q < RB; ++q)
+        for (int v = 0; v < V; ++v) acc[q][v] = _mm512_setzero_ps();
+      for (int64_t c = 0; c < C; ++c) {
+        const float* sp = pk + c * CH;
+        __m512 sv[V];
+        for (int v = 0; v < V; ++v) sv[v] = _mm512_loadu_ps(sp + 16 * v);
+        for (int q = 0; q < RB; ++q) {
+          const __m512 a = _mm512_set1_ps(coef[(r + q) * C + c]);
+          for (int v = 0; v < V; ++v) acc[q][v] = _mm512_fmadd_ps(a, sv[v], acc[q][v]);
+        }
+      }
+      for (int q = 0; q < RB; ++q)
+        for (int v = 0; v < V; ++v) _mm512_storeu_ps(dst + (r + q) * n + i + 16 * v, acc[q][v]);
+    }
+    for (; r < R; ++r) {
+      __m512 acc[V];
+      for (int v = 0; v < V; ++v) acc[v] = _mm512_setzero_ps();
+      for (int64_t c = 0; c < C; ++c) {
+        const __m512 a = _mm512_set1_ps(coef[r * C + c]);
+        const float* sp = pk + c * CH;
+        for (int v = 0; v < V; ++v) acc[v] = _mm512_fmadd_ps(a, _mm512_loadu_ps(sp + 16 * v), acc[v]);
+      }
+      for (int v = 0; v < V; ++v) _mm512_storeu_ps(dst + r * n + i + 16 * v, acc[v]);
+    }
+  }
+  return i;
+}
+#endif
+
 template <typename T>
 inline void combine_rows(int64_t n, int64_t cnt, const T* coef, const T* const* rows, bool first_is_init, T* dst) {
   constexpr int W = 64 / int(sizeof(T));  // one 512-bit register
-  int64_t i = comb_chunks<T, 4 * W>(0, n, cnt, coef, rows, first_is_init, dst);
+  int64_t i = 0;
+#if defined(__AVX512F__)
+  if constexpr (std::is_same<T, float>::value) {
+    i = comb_chunks_avx<4>(i, n, cnt, coef, rows, first_is_init, dst);
+    i = comb_chunks_avx<1>(i, n, cnt, coef, rows, first_is_init, dst);
+  }
+#endif
+  i = comb_chunks<T, 4 * W>(i, n, cnt, coef, rows, first_is_init, dst);
   i = comb_chunks<T, W>(i, n, cnt, coef, rows, first_is_init, dst);
   comb_chunks<T, 1>(i, n, cnt, coef, rows, first_is_init, dst);
 }
@@ -393,13 +471,87 @@ std::vector<torch::Tensor> topk_backward(torch::Tensor g, torch::Tensor x, torch
   return {dx, db, idx, kept, rows, vals};
 }
 
-// Returns {dx (N, in) or empty, idx (k,), rows (k, in) or empty}: the caller writes rows into dW.
+// dst[r, 0:n] = sum over c of coef[r * C + c] * src[c][0:n] for r < R (row r of dst at dst + r * n), sums in
+// c order from 0. Chunk by chunk (CH elements) so that the C source chunks stay in L1 while all R outputs
+// are formed in registers: every source row is read once from memory, every output element written once.
+template <typename T, int CH>
+inline int64_t multi_chunks(int64_t i, int64_t n, int64_t R, int64_t C, const T* __restrict coef,
+                            const T* const* src, T* __restrict dst) {
+  for (; i + CH <= n; i += CH) {
+    for (int64_t r = 0; r < R; ++r) {
+      T acc[CH];
+      for (int j = 0; j < CH; ++j) acc[j] = T(0);
+      const T* cr = coef + r * C;
+      for (int64_t c = 0; c < C; ++c) {
+        const T a = cr[c];
+        const T* __restrict s = src[c] + i;
+        for (int j = 0; j < CH; ++j) acc[j] = std::fma(a, s[j], acc[j]);
+      }
+      T* d = dst + r * n + i;
+      for (int j = 0; j < CH; ++j) d[j] = acc[j];
+    }
+  }
+  return i;
+}
+
+template <typename T>
+void combine_multi(int64_t n, int64_t R, int64_t C, const T* coef, const T* const* src, T* dst) {
+  constexpr int W = 64 / int(sizeof(T));
+  int64_t i = 0;
+#if defined(__AVX512F__)
+  if constexpr (std::is_same<T, float>::value) {
+    i = multi_chunks_avx<4, 4>(i, n, R, C, coef, src, dst);
+    i = multi_chunks_avx<1, 4>(i, n, R, C, coef, src, dst);
+  }
+#endif
+  i = multi_chunks<T, 4 * W>(i, n, R, C, coef, src, dst);
+  i = multi_chunks<T, W>(i, n, R, C, coef, src, dst);
+  multi_chunks<T, 1>(i, n, R, C, coef, src, dst);
+}
+
+// The unified top-k backward as one native call:
+//     idx  = the k columns with the largest sum_b |g[b, :]| (summed in b order; the top-k of them by
+//            select_row: index order, ties towards the lower index)
+//     dx   = g[:, idx] @ W[idx]      (N*k*in multiply-adds, W's selected rows read in place, no gathered copy)
+//     rows = g[:, idx]^T @ x         (k*N*in)
+// Returns {dx (N, in) or empty, idx (k,) ascending, rows (k, in) or empty}: the caller writes rows into dW.
 std::vector<torch::Tensor> unified_backward(torch::Tensor g, torch::Tensor x, torch::Tensor W, int64_t k,
                                             bool need_x, bool need_w) {
-  torch::Tensor idx = std::get<1>(g.abs().sum(0).topk(k, /*dim=*/-1, /*largest=*/true, /*sorted=*/false));
-  torch::Tensor gk = g.index_select(1, idx);
-  torch::Tensor dx = need_x ? gk.mm(W.index_select(0, idx)) : torch::Tensor();
-  torch::Tensor rows = need_w ? gk.t().mm(x) : torch::Tensor();
+  TORCH_CHECK(g.device().is_cpu() && g.dim() == 2, "unified_backward: g (N, out) on the CPU");
+  g = g.contiguous();
+  x = x.contiguous();
+  W = W.contiguous();
+  const int64_t N = g.size(0), out = g.size(1), in = x.size(1);
+  TORCH_CHECK(k >= 1 && k <= out, "unified_backward: k must be in [1, out]");
+  torch::Tensor idx = torch::empty({k}, g.options().dtype(torch::kLong));
+  torch::Tensor dx = need_x ? torch::empty({N, in}, x.options()) : torch::Tensor();
+  torch::Tensor rows = need_w ? torch::empty({k, in}, x.options()) : torch::Tensor();
+  AT_DISPATCH_FLOATING_TYPES(g.scalar_type(), "unified_backward", [&] {
+    using T = scalar_t;
+    SelectWork<T> work;
+    int64_t* ip = idx.data_ptr<int64_t>();
+    const T* gp = g.data_ptr<T>();
+    std::vector<T> colsum(out, T(0));  // sum_b |g[b, j]|, added in b order
+    for (int64_t b = 0; b < N; ++b) {
+      const T* gr = gp + b * out;
+      T* cs = colsum.data();
+      for (int64_t j = 0; j < out; ++j) cs[j] += std::abs(gr[j]);
+    }
+    select_row<T>(colsum.data(), out, k, work, ip);
+    std::vector<T> gk(N * k), gkt(k * N);  // g[:, idx] and its transpose
+    for (int64_t b = 0; b < N; ++b)
+      for (int64_t t = 0; t < k; ++t) gkt[t * N + b] = gk[b * k + t] = gp[b * out + ip[t]];
+    if (need_x) {
+      std::vector<const T*> src(k);
+      for (int64_t t = 0; t < k; ++t) src[t] = W.data_ptr<T>() + ip[t] * in;
+      combine_multi<T>(in, N, k, gk.data(), src.data(), dx.data_ptr<T>());
+    }
+    if (need_w) {
+      std::vector<const T*> src(N);
+      for (int64_t b = 0; b < N; ++b) src[b] = x.data_ptr<T>() + b * in;
+      combine_multi<T>(in, k, N, gkt.data(), src.data(), rows.data_ptr<T>());
+    }
+  });
   return {dx, idx, rows};
 }
 
