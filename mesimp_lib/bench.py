@@ -53,13 +53,15 @@ def _time_call(fn, inner: int) -> float:
     return (time.perf_counter() - t) / inner
 
 
-def _abba(dense_fn, sparse_fn, min_rounds: int, scale: float = 1.0):
-    """Median per-round ratio dense/sparse and median times (seconds)."""
+def _abba(dense_fn, sparse_fn, min_rounds: int, scale: float = 1.0, block_s: float = 1e-3):
+    """Median per-round ratio dense/sparse and median times (seconds). Each timed block repeats a call for
+    >= ``block_s`` seconds (timer noise; for whole training steps, a steady state as in training, where one
+    variant runs step after step, instead of every step starting in the caches the other variant left)."""
     for _ in range(3):  # warm-up
         dense_fn()
         sparse_fn()
     t_est = max(_time_call(dense_fn, 1), 1e-6)
-    inner = max(1, int(1e-3 / t_est))  # blocks of >= ~1 ms against timer noise
+    inner = max(1, int(block_s / t_est))
     rounds = max(min_rounds, 30 if t_est < 1e-3 else (7 if t_est > 0.1 else 15))
     rounds = max(3, int(rounds * scale))
     ratios, td, ts = [], [], []
@@ -163,6 +165,8 @@ def bench_mlp(batch: int, k: int, mode: str, threads: int = 1, scale: float = 1.
     }
 
 
+STEP_BLOCK_S = 0.02  # whole-step timing blocks: ~10 steps of one variant in a row (see _abba)
+
 STEP_VARIANTS = {
     # name: (meProp?, kernel, weight_grad, optimizer) - the optimizer is "adam" (torch.optim.Adam, fused=True,
     # the paper's unmodified optimizer) or "lazy_adam" (mesimp_lib.lazy.LazyAdam: NOT the paper's optimizer)
@@ -172,6 +176,8 @@ STEP_VARIANTS = {
     "meProp fused + lazy Adam": (True, "fused", "sparse", "lazy_adam"),
     # the layer as a C++ autograd function (MePropLinear(kernel="native"), per example / random only)
     "meProp native + lazy Adam": (True, "native", "sparse", "lazy_adam"),
+    # the same update applied inside the backward (MLP.step_in_backward): no gradient tensors stored
+    "meProp native + lazy Adam in backward": (True, "native", "sparse", "lazy_adam_in_backward"),
 }
 
 
@@ -196,6 +202,9 @@ def bench_step(batch: int, k: int, mode: str, variant: str, threads: int = 1, sc
             opt = torch.optim.Adam(model.parameters(), lr=1e-3, fused=True)
         else:
             opt = LazyAdam(model.parameters(), lr=1e-3)
+            if opt_name == "lazy_adam_in_backward":
+                model.step_in_backward(opt)
+        in_backward = opt_name == "lazy_adam_in_backward"
         state = {"i": 0, "t": [0.0, 0.0, 0.0]}
 
         def step(timed=False):
@@ -204,10 +213,12 @@ def bench_step(batch: int, k: int, mode: str, variant: str, threads: int = 1, sc
             t0 = time.perf_counter()
             loss = F.cross_entropy(model(xb), yb)
             t1 = time.perf_counter()
-            opt.zero_grad(set_to_none=True)
+            if not in_backward:
+                opt.zero_grad(set_to_none=True)
             loss.backward()
             t2 = time.perf_counter()
-            opt.step()
+            if not in_backward:  # the update happened in backward: nothing left for zero_grad / step
+                opt.step()
             if timed:
                 t3 = time.perf_counter()
                 state["t"] = [t1 - t0, t2 - t1, t3 - t2]
@@ -217,7 +228,7 @@ def bench_step(batch: int, k: int, mode: str, variant: str, threads: int = 1, sc
     dense_step, dense_state = make("dense + Adam")
     step, state = make(variant)
     try:
-        ratio, td, ts, rounds = _abba(dense_step, step, 15, scale)
+        ratio, td, ts, rounds = _abba(dense_step, step, 15, scale, block_s=STEP_BLOCK_S)
         split = {}
         if sections:  # forward / backward / optimizer medians, each variant alone
             for name, (fn, st) in (("dense", (dense_step, dense_state)), ("meprop", (step, state))):
@@ -231,7 +242,7 @@ def bench_step(batch: int, k: int, mode: str, variant: str, threads: int = 1, sc
         torch.set_flush_denormal(False)  # PyTorch's default (the previous setting cannot be read)
     return {
         "batch": batch, "n": 500, "k": k, "k_frac": k / 500, "mode": mode, "threads": threads, "variant": variant,
-        "lazy": STEP_VARIANTS[variant][3] == "lazy_adam", "dense_ms": td * 1e3, "meprop_ms": ts * 1e3,
+        "lazy": STEP_VARIANTS[variant][3].startswith("lazy_adam"), "dense_ms": td * 1e3, "meprop_ms": ts * 1e3,
         "speedup": ratio, "limit_backward": _mlp_backward_limit(k), "limit_fwd_bwd": _mlp_step_limit(k),
         "rounds": rounds, "correct": True,
         "sections": split, "shape": "784-500-500-10 (whole step)",
@@ -313,11 +324,18 @@ def run_benchmark(quick: bool = False, scale: float = 1.0, progress=print) -> di
             row = bench_layer(b, n, k, "unified", 1, scale)
             layer_rows.append(row)
             progress(_line(row))
-        # the row-sparse weight gradient (SGD / the lazy optimizers) skips the dense buffer's two passes
-        for b, n in ((32, 2048), (32, 8192)) if not quick else ():
-            row = bench_layer(b, n, max(1, round(0.01 * n)), "unified", 1, scale, weight_grad="sparse")
-            layer_rows.append(row)
-            progress(_line(row) + "  (sparse dW)")
+        from .fused import status
+
+        kernel_status = status()
+        fused_ok = kernel_status.startswith("fused")
+        # the row-sparse weight gradient (SGD / the lazy optimizers) skips the dense buffer's two passes; the
+        # fused native kernel (kernel="fused") with either weight gradient
+        layer_variants = [("torch", "sparse")] + ([("fused", "buffer"), ("fused", "sparse")] if fused_ok else [])
+        for b, n in ((32, 2048), (32, 8192)) if not quick else ((32, 2048),):
+            for kernel, wg in layer_variants:
+                row = bench_layer(b, n, max(1, round(0.01 * n)), "unified", 1, scale, weight_grad=wg, kernel=kernel)
+                layer_rows.append(row)
+                progress(_line(row) + ("  (sparse dW)" if wg == "sparse" else ""))
         all_cores = os.cpu_count() or 1
         if not quick and all_cores > 1:
             for b, n in ((32, 2048), (32, 8192)):
@@ -328,10 +346,6 @@ def run_benchmark(quick: bool = False, scale: float = 1.0, progress=print) -> di
             row = bench_layer(b, n, max(1, round(f * n)), "per_example", 1, scale)
             layer_rows.append(row)
             progress(_line(row))
-        from .fused import status
-
-        kernel_status = status()
-        fused_ok = kernel_status.startswith("fused")
         variants = [("torch", "buffer")] + ([("fused", "buffer"), ("fused", "sparse"), ("native", "sparse")]
                                             if fused_ok else [])
         for b in (10,) if quick else (10, 50):
@@ -409,14 +423,15 @@ def to_markdown(res: dict) -> str:
         "",
         "## One square layer (n -> n)",
         "",
-        "| mode | threads | batch | n | k | k/n | dense ms | meProp ms | speedup over dense | limit n/k | "
+        "| mode | kernel | threads | batch | n | k | k/n | dense ms | meProp ms | speedup over dense | limit n/k | "
         "speedup over masked dense | correct |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in res["layer"]:
         vm = r.get("speedup_vs_masked")
         out.append(
-            f"| {r['mode']}{' (sparse dW)' if r.get('weight_grad') == 'sparse' else ''} | {r['threads']} | "
+            f"| {r['mode']}{' (sparse dW)' if r.get('weight_grad') == 'sparse' else ''} | {r.get('kernel', 'torch')} | "
+            f"{r['threads']} | "
             f"{r['batch']} | {r['n']} | {r['k']} | {100 * r['k_frac']:.0f}% | "
             f"{r['dense_ms']:.3f} | {r['meprop_ms']:.3f} | **{r['speedup']:.2f}x** | {r['limit']:.0f} | "
             f"{'-' if vm is None else f'{vm:.2f}x'} | {'yes' if r['correct'] else 'NO'} |"
@@ -426,8 +441,9 @@ def to_markdown(res: dict) -> str:
         "Per-example rows: meProp picks each example's own top-k, so a mini-batch touches the union of "
         "their rows. The layer runs the products on that union's columns when it is at most half the width "
         "(compaction) and on the masked gradient otherwise; *masked dense* is the same layer forced to the "
-        "masked path (`compact_threshold=0`). These layer rows use the pure-PyTorch kernel; the fused native "
-        "kernel's rows are in the MLP tables below.",
+        "masked path (`compact_threshold=0`). Kernel `torch` = the pure-PyTorch backward; `fused` = the native "
+        "kernels of `mesimp_lib.fused` (unified: column sums, top-k and both products over the selected rows "
+        "read in place, in one call).",
     ]
     out += [
         "",

@@ -315,3 +315,77 @@ def test_whole_mlp_node_follows_changes_to_the_model():
         net.hidden[0].hooks.grad_mask = torch.ones(20)
     both(check_whole=False)
     assert whole._native_call(torch.randn(2, 16)) is None
+
+
+# ----------------------------------------------------------------- LazyAdam applied inside the backward
+
+
+def _train(net, opt, steps, in_backward, gen_seed=1, lr_at=None):
+    gen = torch.Generator().manual_seed(gen_seed)
+    torch.manual_seed(3)  # random mode
+    if in_backward:
+        net.step_in_backward(opt)
+    for s in range(steps):
+        if lr_at is not None and s == lr_at:
+            opt.param_groups[0]["lr"] = 0.5 * opt.param_groups[0]["lr"]  # as a scheduler would
+        x = torch.rand(7, net.hidden[0].in_features, generator=gen, dtype=net.hidden[0].weight.dtype)
+        y = torch.randint(0, net.output.out_features, (7,), generator=gen)
+        opt.zero_grad(set_to_none=True)
+        F.cross_entropy(net(x), y).backward()
+        if in_backward and net._native_call(x) is not None:
+            assert all(p.grad is None for p in net.parameters())  # never stored
+        opt.step()
+    return [p.detach().clone() for p in net.parameters()], opt.state_dict(), [record(l.stats) for l in net.meprop_layers()]
+
+
+@pytest.mark.parametrize("mode", ["per_example", "random"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("k_out", [None, 3])
+def test_step_in_backward_equals_lazy_adam_step_exactly(mode, dtype, k_out):
+    from mesimp_lib.lazy import LazyAdam
+
+    results = []
+    for in_backward in (False, True):
+        whole, _ = _mlp_pair(in_features=20, hidden=[30, 70], out_features=5, k=6, k_out=k_out, mode=mode,
+                             kernel="native", weight_grad="sparse", dtype=dtype)
+        opt = LazyAdam(whole.parameters(), lr=1e-2)
+        results.append(_train(whole, opt, 6, in_backward, lr_at=3))
+    (pa, sa, ra), (pb, sb, rb) = results
+    for u, v in zip(pa, pb):
+        assert torch.equal(u, v)
+    for i in sa["state"]:
+        for key in ("step", "exp_avg", "exp_avg_sq"):
+            assert torch.equal(sa["state"][i][key], sb["state"][i][key])
+    for x, y in zip(ra, rb):
+        for u, v in zip(x, y):
+            assert torch.equal(u, v) if isinstance(u, torch.Tensor) else u == v
+
+
+def test_step_in_backward_falls_back_and_checks_its_arguments():
+    from mesimp_lib.lazy import LazyAdam
+
+    a, _ = _mlp_pair(in_features=20, hidden=[30], out_features=5, k=6, kernel="native", weight_grad="sparse")
+    b, _ = _mlp_pair(in_features=20, hidden=[30], out_features=5, k=6, kernel="native", weight_grad="sparse")
+    for net in (a, b):  # meSimp-style hooks: the per-layer path, gradients stored, opt.step() applies them
+        net.hidden[0].hooks.grad_mask = torch.ones(30)
+    pa = _train(a, LazyAdam(a.parameters(), lr=1e-2), 3, False)[0]
+    pb = _train(b, LazyAdam(b.parameters(), lr=1e-2), 3, True)[0]
+    for u, v in zip(pa, pb):
+        assert torch.equal(u, v)
+    with pytest.raises(TypeError, match="LazyAdam"):
+        a.step_in_backward(torch.optim.Adam(a.parameters()))
+    with pytest.raises(ValueError, match="exactly this model's parameters"):
+        a.step_in_backward(LazyAdam(list(a.parameters())[:2]))
+    a.step_in_backward(None)
+    assert a.__dict__["_backward_opt"] is None
+
+
+def test_step_in_backward_refuses_a_second_backward_through_the_same_graph():
+    from mesimp_lib.lazy import LazyAdam
+
+    net, _ = _mlp_pair(in_features=20, hidden=[30], out_features=5, k=6, kernel="native", weight_grad="sparse")
+    net.step_in_backward(LazyAdam(net.parameters(), lr=1e-2))
+    loss = F.cross_entropy(net(torch.rand(4, 20)), torch.tensor([0, 1, 2, 3]))
+    loss.backward(retain_graph=True)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        loss.backward()

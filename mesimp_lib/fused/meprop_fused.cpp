@@ -315,7 +315,8 @@ template <typename T>
 void topk_impl(const torch::Tensor& g, const torch::Tensor& x, const torch::Tensor& W, int64_t k, bool select,
                torch::Tensor& idx, torch::Tensor& kept, double scale, torch::Tensor* dx, torch::Tensor* db,
                bool sparsify_bias, torch::Tensor* dense_dw, bool compact, torch::Tensor& rows_out,
-               torch::Tensor& vals_out, torch::Tensor* counts, bool count_zero_hits) {
+               torch::Tensor& vals_out, torch::Tensor* counts, bool count_zero_hits,
+               const std::function<void(int64_t, const T*)>* apply = nullptr) {
   const int64_t N = g.size(0), out = g.size(1), in = x.size(1);
   const T* gp = g.data_ptr<T>();
   const T* xp = x.data_ptr<T>();
@@ -383,9 +384,16 @@ void topk_impl(const torch::Tensor& g, const torch::Tensor& x, const torch::Tens
   }
   if (!compact) return;
   // compact: row u = the first contribution to it (even a 0), plus the non-zero later ones, in example order;
-  // each row written once
-  vals_out = torch::empty({U, in}, x.options());
-  T* vp = vals_out.data_ptr<T>();
+  // each row written once. With apply: each row is formed in a small buffer and handed to apply(row index,
+  // values) at once (the optimizer-in-backward path), no (U, in) tensor.
+  std::vector<T> rowbuf;
+  T* vp;
+  if (apply) {
+    rowbuf.resize(in);
+  } else {
+    vals_out = torch::empty({U, in}, x.options());
+    vp = vals_out.data_ptr<T>();
+  }
   std::vector<int64_t> start(U + 1, 0);
   for (int64_t e = 0; e < N * k; ++e) ++start[pos[ip[e]] + 1];
   for (int64_t u = 0; u < U; ++u) start[u + 1] += start[u];
@@ -402,8 +410,14 @@ void topk_impl(const torch::Tensor& g, const torch::Tensor& x, const torch::Tens
         cf[q] = v;
       }
     }
-  for (int64_t u = 0; u < U; ++u)
-    combine_rows<T>(in, cnt[u], cf.data() + start[u], rws.data() + start[u], true, vp + u * in);
+  for (int64_t u = 0; u < U; ++u) {
+    if (apply) {
+      combine_rows<T>(in, cnt[u], cf.data() + start[u], rws.data() + start[u], true, rowbuf.data());
+      (*apply)(rp[u], rowbuf.data());
+    } else {
+      combine_rows<T>(in, cnt[u], cf.data() + start[u], rws.data() + start[u], true, vp + u * in);
+    }
+  }
 }
 
 // the same float operations, in the same order, as torch.optim.Adam's default (foreach) step
@@ -469,6 +483,45 @@ std::vector<torch::Tensor> topk_backward(torch::Tensor g, torch::Tensor x, torch
                         count_zero_hits);
   });
   return {dx, db, idx, kept, rows, vals};
+}
+
+// topk_backward with LazyAdam's update of W applied row by row inside it (the optimizer-in-backward path of
+// meprop_mlp_native): dx is formed first (from W before the update), then every row of the union gets its
+// gradient in a small buffer and the Adam update of adam_step at step count `step`, W's rows and their
+// moments in place. Returns {dx or None, db or None, idx, kept, rows}.
+std::vector<torch::Tensor> topk_backward_adam(torch::Tensor g, torch::Tensor x, torch::Tensor W, int64_t k,
+                                              torch::Tensor idx_in, double scale, bool need_x, bool need_b,
+                                              bool sparsify_bias, torch::Tensor counts, bool count_zero_hits,
+                                              torch::Tensor m, torch::Tensor v, double step, double lr, double beta1,
+                                              double beta2, double eps) {
+  TORCH_CHECK(g.device().is_cpu() && g.is_contiguous() && x.is_contiguous() && W.is_contiguous() &&
+                  m.is_contiguous() && v.is_contiguous() && m.sizes() == W.sizes() && v.sizes() == W.sizes(),
+              "topk_backward_adam: contiguous CPU tensors, moments shaped like W");
+  const int64_t N = g.size(0), out = g.size(1), in = x.size(1);
+  TORCH_CHECK(k >= 1 && k <= out, "k must be in [1, out]");
+  const bool select = !idx_in.defined() || idx_in.numel() == 0;
+  torch::Tensor idx = select ? torch::empty({N, k}, g.options().dtype(torch::kLong)) : idx_in.contiguous();
+  torch::Tensor kept = torch::empty({N, k}, g.options());
+  torch::Tensor dx = need_x ? torch::empty({N, in}, x.options()) : torch::Tensor();
+  torch::Tensor db = need_b ? torch::empty({out}, g.options()) : torch::Tensor();
+  const bool count = counts.defined() && counts.numel() > 0;
+  torch::Tensor rows, vals;
+  const double bc1 = 1.0 - std::pow(beta1, step), bc2 = 1.0 - std::pow(beta2, step);
+  AT_DISPATCH_FLOATING_TYPES(g.scalar_type(), "topk_backward_adam", [&] {
+    using T = scalar_t;
+    T* pp = W.data_ptr<T>();
+    T* mp = m.data_ptr<T>();
+    T* vp = v.data_ptr<T>();
+    const T neg_step_size = T(-lr / bc1), sqrt_bc2 = T(std::sqrt(bc2));
+    const T c1 = T(1.0 - beta1), c2 = T(1.0 - beta2);
+    const std::function<void(int64_t, const T*)> apply = [&](int64_t j, const T* grow) {
+      adam_row<T>(in, grow, pp + j * in, mp + j * in, vp + j * in, T(beta1), T(beta2), c1, c2, neg_step_size,
+                  sqrt_bc2, T(eps));
+    };
+    topk_impl<T>(g, x, W, k, select, idx, kept, scale, need_x ? &dx : nullptr, need_b ? &db : nullptr, sparsify_bias,
+                 nullptr, true, rows, vals, count ? &counts : nullptr, count_zero_hits, &apply);
+  });
+  return {dx, db, idx, kept, rows};
 }
 
 // dst[r, 0:n] = sum over c of coef[r * C + c] * src[c][0:n] for r < R (row r of dst at dst + r * n), sums in

@@ -21,6 +21,16 @@ std::vector<torch::Tensor> topk_backward(torch::Tensor g, torch::Tensor x, torch
                                          bool sparsify_bias, torch::Tensor dW, bool compact, torch::Tensor counts,
                                          bool count_zero_hits);
 
+void adam_step(std::vector<torch::Tensor> params, std::vector<torch::Tensor> grads, std::vector<torch::Tensor> rows,
+               std::vector<torch::Tensor> exp_avgs, std::vector<torch::Tensor> exp_avg_sqs,
+               std::vector<double> steps, double lr, double beta1, double beta2, double eps);
+
+std::vector<torch::Tensor> topk_backward_adam(torch::Tensor g, torch::Tensor x, torch::Tensor W, int64_t k,
+                                              torch::Tensor idx_in, double scale, bool need_x, bool need_b,
+                                              bool sparsify_bias, torch::Tensor counts, bool count_zero_hits,
+                                              torch::Tensor m, torch::Tensor v, double step, double lr, double beta1,
+                                              double beta2, double eps);
+
 namespace {
 
 using torch::Tensor;
@@ -42,9 +52,17 @@ inline bool tracked(const Tensor& t) { return t.defined() && t.numel() > 0; }
 // One layer's backward, shared by the layer function and the whole-MLP function. g: (N, out) output gradient;
 // x, W the layer's saved input and weight. Returns {gx, gw, gb} (undefined where not needed) and updates the
 // stats in cfg.
+// LazyAdam's update of a weight inside its backward (the optimizer-in-backward path): moments, the step count
+// after this step, hyper-parameters
+struct AdamW {
+  Tensor m, v;
+  double step, lr, b1, b2, eps;
+};
+
 std::vector<Tensor> layer_backward(const Tensor& g_in, const Tensor& x, const Tensor& W, bool need_x, bool need_w,
-                                   bool need_b, const NativeCfg& cfg) {
+                                   bool need_b, const NativeCfg& cfg, const AdamW* aw = nullptr) {
   const int64_t k = cfg.k, wg = cfg.weight_grad;
+  const bool wants_w = need_w;  // for the record, also when the update consumes the gradient
   Tensor g = g_in.contiguous();
   const int64_t n = g.size(0), out = g.size(1), in = x.size(1);
   Tensor gx, gw, gb, rows, vals, sel;
@@ -63,13 +81,23 @@ std::vector<Tensor> layer_backward(const Tensor& g_in, const Tensor& x, const Te
       given = torch::empty({0, 0});
     }
     Tensor counts = tracked(cfg.acc) ? cfg.counts : torch::empty({0, 0});
-    auto r = topk_backward(g, x.contiguous(), W.contiguous(), k, given, cfg.scale, need_x, need_b, cfg.sparsify_bias,
-                           torch::empty({0, 0}), need_w, counts, cfg.count_zero_hits);
-    if (need_x) gx = r[0];
-    if (need_b) gb = r[1];
-    sel = r[2];
-    rows = r[4];
-    vals = r[5];
+    if (aw && need_w) {  // W's rows updated in place, its gradient never stored
+      auto r = topk_backward_adam(g, x.contiguous(), W, k, given, cfg.scale, need_x, need_b, cfg.sparsify_bias, counts,
+                                  cfg.count_zero_hits, aw->m, aw->v, aw->step, aw->lr, aw->b1, aw->b2, aw->eps);
+      if (need_x) gx = r[0];
+      if (need_b) gb = r[1];
+      sel = r[2];
+      rows = r[4];
+      need_w = false;  // nothing to return
+    } else {
+      auto r = topk_backward(g, x.contiguous(), W.contiguous(), k, given, cfg.scale, need_x, need_b,
+                             cfg.sparsify_bias, torch::empty({0, 0}), need_w, counts, cfg.count_zero_hits);
+      if (need_x) gx = r[0];
+      if (need_b) gb = r[1];
+      sel = r[2];
+      rows = r[4];
+      vals = r[5];
+    }
     touched = rows.numel();
     computed = k;
   }
@@ -84,7 +112,7 @@ std::vector<Tensor> layer_backward(const Tensor& g_in, const Tensor& x, const Te
   }
   if (tracked(cfg.acc)) {
     int64_t* a = cfg.acc.data_ptr<int64_t>();
-    const int64_t prods = int64_t(need_x) + int64_t(need_w);
+    const int64_t prods = int64_t(need_x) + int64_t(wants_w);
     a[0] += 1;
     a[1] += n;
     a[2] = touched;
@@ -170,8 +198,14 @@ Tensor relu_backward_(Tensor g, const Tensor& h) {
 // per layer. Gradients are bit-equal to the per-layer native functions (same kernels, same order, same random
 // draws).
 struct MePropMLPNativeFn : public torch::autograd::Function<MePropMLPNativeFn> {
-  static Tensor forward(AutogradContext* ctx, const Tensor& x, at::TensorList params, const std::vector<NativeCfg>& cfgs) {
+  static Tensor forward(AutogradContext* ctx, const Tensor& x, at::TensorList params, const std::vector<NativeCfg>& cfgs,
+                        const std::vector<Tensor>& adam_state, const std::vector<double>& adam_hp) {
     const int64_t L = int64_t(cfgs.size());
+    ctx->saved_data["adam"] = !adam_state.empty();
+    if (!adam_state.empty()) {
+      ctx->saved_data["adam_state"] = adam_state;
+      ctx->saved_data["adam_hp"] = adam_hp;
+    }
     std::vector<Tensor> save{x};
     Tensor h = x;
     for (int64_t l = 0; l < L; ++l) {
@@ -194,16 +228,54 @@ struct MePropMLPNativeFn : public torch::autograd::Function<MePropMLPNativeFn> {
     auto saved = ctx->get_saved_variables();
     const int64_t L = ctx->saved_data["L"].toInt();
     // saved: x, h_0 .. h_{L-2} (the hidden activations), then the params
-    variable_list grads(1 + 2 * L + 1);
+    variable_list grads(1 + 2 * L + 3);
+    const bool adam = ctx->saved_data["adam"].toBool();
+    std::vector<Tensor> adam_state;
+    std::vector<double> hp;
+    if (adam) {
+      adam_state = ctx->saved_data["adam_state"].toTensorVector();
+      hp = ctx->saved_data["adam_hp"].toDoubleVector();
+    }
     Tensor g = grad_outputs[0];
     for (int64_t l = L - 1; l >= 0; --l) {
       const Tensor& in = saved[l];  // the layer's input: x for l = 0, else h_{l-1}
       const Tensor& W = saved[L + 2 * l];
       const bool need_x = l > 0 || ctx->needs_input_grad(0);
-      auto r = layer_backward(g, in, W, need_x, ctx->needs_input_grad(1 + 2 * l), ctx->needs_input_grad(2 + 2 * l),
-                              load_cfg(ctx, std::to_string(l) + "."));
-      grads[1 + 2 * l] = r[1];
-      grads[2 + 2 * l] = r[2];
+      const NativeCfg cfg = load_cfg(ctx, std::to_string(l) + ".");
+      const bool need_w = ctx->needs_input_grad(1 + 2 * l);
+      AdamW aw;
+      bool w_in_kernel = false;
+      if (adam && cfg.k > 0 && need_w) {  // W's update inside the top-k kernel, row by row
+        float* st = adam_state[3 * (2 * l) + 2].data_ptr<float>();
+        *st += 1.0f;
+        aw = AdamW{adam_state[3 * (2 * l)], adam_state[3 * (2 * l) + 1], double(*st), hp[0], hp[1], hp[2], hp[3]};
+        w_in_kernel = true;
+      }
+      auto r = layer_backward(g, in, W, need_x, need_w, ctx->needs_input_grad(2 + 2 * l), cfg,
+                              w_in_kernel ? &aw : nullptr);
+      if (w_in_kernel) W.unsafeGetTensorImpl()->bump_version();
+      if (adam) {  // LazyAdam's update of this layer now, its gradient never stored (see meprop_mlp_native)
+        for (int64_t j = 0; j < 2; ++j) {
+          const Tensor& grad = r[1 + j];
+          if (!grad.defined()) continue;
+          const int64_t i = 2 * l + j;
+          Tensor p = saved[L + i];
+          Tensor step = adam_state[3 * i + 2];
+          float* st = step.data_ptr<float>();
+          *st += 1.0f;
+          Tensor rows, vals = grad;
+          if (grad.is_sparse()) {
+            rows = grad._indices().select(0, 0);
+            vals = grad._values();
+          }
+          adam_step({p}, {vals}, {rows}, {adam_state[3 * i]}, {adam_state[3 * i + 1]}, {double(*st)}, hp[0], hp[1],
+                    hp[2], hp[3]);
+          p.unsafeGetTensorImpl()->bump_version();  // the graph's saved copy is stale now
+        }
+      } else {
+        grads[1 + 2 * l] = r[1];
+        grads[2 + 2 * l] = r[2];
+      }
       if (l > 0) {
         g = relu_backward_(r[0], in);
       } else {
@@ -233,7 +305,8 @@ Tensor meprop_linear_native(const Tensor& x, const Tensor& W, const std::optiona
 // x (N, in); params [W0, b0, ..., W_out, b_out]; per-layer lists of the same settings as meprop_linear_native.
 Tensor meprop_mlp_native(const Tensor& x, std::vector<Tensor> params, std::vector<int64_t> ks, std::vector<bool> random,
                          std::vector<double> scales, bool sparsify_bias, int64_t weight_grad, bool count_zero_hits,
-                         std::vector<Tensor> counts, std::vector<Tensor> accs, std::vector<Tensor> lasts) {
+                         std::vector<Tensor> counts, std::vector<Tensor> accs, std::vector<Tensor> lasts,
+                         std::vector<Tensor> adam_state, std::vector<double> adam_hp) {
   const size_t L = ks.size();
   TORCH_CHECK(L >= 1 && params.size() == 2 * L && random.size() == L && scales.size() == L && counts.size() == L &&
                   accs.size() == L && lasts.size() == L,
@@ -255,7 +328,19 @@ Tensor meprop_mlp_native(const Tensor& x, std::vector<Tensor> params, std::vecto
     cfgs.push_back(NativeCfg{ks[l], bool(random[l]), scales[l], sparsify_bias, weight_grad, count_zero_hits, counts[l],
                              accs[l], lasts[l]});
   }
-  return MePropMLPNativeFn::apply(x, at::TensorList(params), cfgs);
+  if (!adam_state.empty()) {
+    TORCH_CHECK(adam_state.size() == 6 * L && adam_hp.size() == 4,
+                "meprop_mlp_native: adam_state must be (exp_avg, exp_avg_sq, step) per parameter, adam_hp (lr, beta1, "
+                "beta2, eps)");
+    for (size_t i = 0; i < 2 * L; ++i) {
+      const Tensor& p = params[i];
+      TORCH_CHECK(p.is_contiguous() && adam_state[3 * i].sizes() == p.sizes() && adam_state[3 * i].is_contiguous() &&
+                      adam_state[3 * i + 1].sizes() == p.sizes() && adam_state[3 * i + 1].is_contiguous() &&
+                      adam_state[3 * i + 2].scalar_type() == torch::kFloat && adam_state[3 * i + 2].numel() == 1,
+                  "meprop_mlp_native: the Adam state of parameter ", i, " does not match it");
+    }
+  }
+  return MePropMLPNativeFn::apply(x, at::TensorList(params), cfgs, adam_state, adam_hp);
 }
 
 }  // namespace
@@ -271,5 +356,6 @@ void init_native(pybind11::module& m) {
         "fused top-k backward)",
         pybind11::arg("x"), pybind11::arg("params"), pybind11::arg("ks"), pybind11::arg("random"),
         pybind11::arg("scales"), pybind11::arg("sparsify_bias"), pybind11::arg("weight_grad"),
-        pybind11::arg("count_zero_hits"), pybind11::arg("counts"), pybind11::arg("accs"), pybind11::arg("lasts"));
+        pybind11::arg("count_zero_hits"), pybind11::arg("counts"), pybind11::arg("accs"), pybind11::arg("lasts"),
+        pybind11::arg("adam_state"), pybind11::arg("adam_hp"));
 }

@@ -216,6 +216,8 @@ class MLP(nn.Module):
                     b is not None and b.requires_grad, d["kernel"], d["_k"], d["mode"], d["rescale"],
                     d["sparsify_bias"], d["weight_grad"], d["count_zero_hits"], d["track_stats"], id(st),
                     id(sd.get("_native")), id(sd.get("counts")), bool(d["hooks"])]
+        opt = self.__dict__.get("_backward_opt")
+        key += [id(opt), None if opt is None else id(opt.state)]
         return tuple(key)
 
     def _native_call(self, x: torch.Tensor):
@@ -236,9 +238,40 @@ class MLP(nn.Module):
         args = [layer._native_args() for layer in layers]  # checks every layer can run natively
         params = [t for layer in layers for t in (layer.weight, layer.bias)]
         first = layers[0]
+        opt, adam_state = self.__dict__.get("_backward_opt"), []
+        if opt is not None:
+            for p in params:
+                st = opt._state(p)
+                adam_state += [st["exp_avg"], st["exp_avg_sq"], st["step"]]
         return (params, [a[0] for a in args], [a[1] for a in args], [a[2] for a in args], first.sparsify_bias,
                 first.weight_grad == "sparse", first.count_zero_hits, [a[3] for a in args], [a[4] for a in args],
-                [a[5] for a in args])
+                [a[5] for a in args], adam_state)
+
+    def step_in_backward(self, optimizer) -> None:
+        """Apply ``optimizer`` (a ``LazyAdam`` over exactly this model's parameters, one group) inside the
+        backward: each layer's gradient goes straight into the update as soon as it is computed, and is never
+        stored (``p.grad`` stays None, so ``optimizer.step()`` then finds nothing left to do). The same update
+        as ``optimizer.step()`` after ``backward()``, bit for bit (tested); only the timing differs: no
+        gradient tensors written and read back, no gradient accumulation, no separate optimizer pass.
+        Gradients cannot be inspected, clipped or accumulated over several backward passes this way.
+
+        It applies while the model runs as one native node (``kernel="native"`` everywhere, no meSimp hooks,
+        no meAct, no active dropout); otherwise backward stores the gradients as usual and
+        ``optimizer.step()`` applies them. ``step_in_backward(None)`` turns it off. A lazy optimizer is not
+        the paper's optimizer (see ``mesimp_lib.lazy``)."""
+        from ..lazy import LazyAdam
+
+        if optimizer is None:
+            self.__dict__["_backward_opt"] = None
+            return
+        if not isinstance(optimizer, LazyAdam):
+            raise TypeError(f"step_in_backward takes a mesimp_lib.lazy.LazyAdam, not {type(optimizer).__name__}")
+        mine = [id(p) for p in self.parameters()]
+        groups = optimizer.param_groups
+        if len(groups) != 1 or sorted(id(p) for p in groups[0]["params"]) != sorted(mine):
+            raise ValueError("step_in_backward: the optimizer must have one parameter group holding exactly this "
+                             "model's parameters")
+        self.__dict__["_backward_opt"] = optimizer
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         call = self._native_call(x)
@@ -248,7 +281,13 @@ class MLP(nn.Module):
                                  f"in_features={call[0][0].shape[1]}")
             from ..meprop import _fused
 
-            return _fused().meprop_mlp_native(x, *call)
+            opt = self.__dict__.get("_backward_opt")
+            if opt is None:
+                hp = []
+            else:  # read every step: a scheduler may have changed the learning rate
+                group = opt.param_groups[0]
+                hp = [group["lr"], group["betas"][0], group["betas"][1], group["eps"]]
+            return _fused().meprop_mlp_native(x, *call, hp)
         for i, layer in enumerate(self.hidden):
             h = torch.relu(layer(x))
             if self.act_hook is not None:
