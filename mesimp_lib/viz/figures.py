@@ -463,7 +463,7 @@ def bench_facts(bench: dict) -> list[str]:
             for r in rows] or [f"  {missing}"]
     out.append(f"whole training step, batch 10, k=20, FLOP limit of forward + backward {_mlp_step_limit(20):.2f}x:")
     rows = [r for r in bench.get("step") or [] if r["batch"] == 10 and r["k"] == 20]
-    out += [f"  {r['mode']:11s} {r['variant']:26s}: speedup {r['speedup']:.2f}x" for r in rows] or [f"  {missing}"]
+    out += [f"  {r['mode']:11s} {r['variant']:38s}: speedup {r['speedup']:.2f}x" for r in rows] or [f"  {missing}"]
     if one:
         best = max(one, key=lambda r: r["speedup"])
         out.append(f"largest one-layer speedup (unified, 1 thread): {best['speedup']:.1f}x at batch {best['batch']}, "
