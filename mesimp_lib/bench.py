@@ -450,8 +450,8 @@ def to_markdown(res: dict) -> str:
         "## The paper's MNIST MLP, whole backward (784-500-500-10, k=20 on both hidden layers, output dense)",
         "",
         "Kernel `torch` = the pure-PyTorch backward, `fused` = the native C++ kernels of `mesimp_lib.fused` "
-        "called from the Python autograd function, `native` = the whole layer as a C++ autograd function "
-        "(`MePropLinear(kernel=\"native\")`: no Python in its forward's graph node or its backward) "
+        "called from the Python autograd function, `native` = every layer `MePropLinear(kernel=\"native\")`, "
+        "which the MLP runs as ONE C++ autograd node (forward and the whole backward, no Python in either) "
         f"(status in this run: {env.get('meprop_kernels', 'not recorded')}); weight gradient `buffer` = the "
         "row-re-zeroed dense buffer any optimizer takes, `sparse` = a row-sparse gradient of the selected rows "
         "(for SGD / the lazy optimizers). The limit is the ratio of multiply-adds of the whole backward "
@@ -475,8 +475,13 @@ def to_markdown(res: dict) -> str:
             "Against dense + `torch.optim.Adam(fused=True)` (the paper's unmodified optimizer, PyTorch's fastest "
             "CPU implementation). *lazy Adam* (`mesimp_lib.lazy.LazyAdam`) updates only the rows with a gradient "
             "and freezes idle rows and their moments: **not the paper's optimizer** (its accuracy cost: see the "
-            "lazy-optimizer runs). Denormals flushed, as in `train()`. The FLOP limit counts forward + backward "
-            "multiply-adds (not the optimizer). Section times are medians of each variant timed alone.",
+            "lazy-optimizer runs). *in backward* = `MLP.step_in_backward(opt)`: the whole network is one native "
+            "autograd node and the same lazy update (bit-equal) is applied inside its backward, row by row, the "
+            "gradient never stored; its loop is forward + `loss.backward()`, with no `zero_grad()` / `step()` "
+            "left to call. Denormals flushed, as in `train()`. Interleaved A-B-B-A in blocks of about 20 ms "
+            "(some ten steps of one variant in a row, a steady state as in training). The FLOP limit counts "
+            "forward + backward multiply-adds, not the optimizer's work, which dense Adam does in full: only a "
+            "variant whose optimizer shrinks can beat it. Section times are medians of each variant timed alone.",
             "",
             "| variant | mode | batch | dense ms | meProp ms | speedup | FLOP limit (fwd + bwd) | "
             "fwd / bwd / optimizer ms (dense) | fwd / bwd / optimizer ms (variant) |",
