@@ -389,3 +389,23 @@ def test_step_in_backward_refuses_a_second_backward_through_the_same_graph():
     loss.backward(retain_graph=True)
     with pytest.raises(RuntimeError, match="modified by an inplace operation"):
         loss.backward()
+
+
+def test_copies_of_a_model_leave_out_the_cache_and_the_optimizer_link():
+    import copy
+    import pickle
+
+    from mesimp_lib.lazy import LazyAdam
+    from mesimp_lib.tasks.mnist import MLP
+
+    net = MLP(in_features=8, hidden=[6], out_features=3, k=2, kernel="native", weight_grad="sparse")
+    opt = LazyAdam(net.parameters())
+    net.step_in_backward(opt)
+    F.cross_entropy(net(torch.rand(4, 8)), torch.tensor([0, 1, 2, 0])).backward()
+    copied = copy.deepcopy(net)
+    assert "_native_cache" not in copied.__dict__ and copied._backward_opt is None and net._backward_opt is opt
+    F.cross_entropy(copied(torch.rand(4, 8)), torch.tensor([0, 1, 2, 0])).backward()
+    assert all(p.grad is not None for p in copied.parameters())  # a copy stores its gradients as usual
+    loaded = pickle.loads(pickle.dumps(net))
+    assert loaded._backward_opt is None
+    torch.testing.assert_close(loaded(torch.ones(2, 8)), net(torch.ones(2, 8)))

@@ -133,7 +133,12 @@ class MLP(nn.Module):
         k, mode: meProp for the hidden layers (None = dense backward).
         k_out: meProp for the output layer (None = dense, as every original code path).
         dropout: dropout after every hidden activation.
-        **layer_kwargs: passed to every ``MePropLinear`` (rescale, weight_grad, ...).
+        **layer_kwargs: passed to every ``MePropLinear`` (rescale, weight_grad, kernel, ...).
+
+    With ``kernel="native"`` on every layer (and no meSimp hooks, meAct hook or active dropout) the
+    whole network runs as one C++ autograd node, bit-equal to the per-layer native layers
+    (``fuse_native = False`` turns it off); ``step_in_backward`` then applies a ``LazyAdam`` inside
+    that backward.
     """
 
     def __init__(
@@ -203,6 +208,15 @@ class MLP(nn.Module):
                     first.weight_grad, first.sparsify_bias, first.count_zero_hits):
                 return False
         return True
+
+    def __getstate__(self):
+        """Pickling and deepcopy leave out the cached native call and the optimizer of ``step_in_backward``
+        (a copy stores its gradients as usual until ``step_in_backward`` is called on it)."""
+        state = super().__getstate__() if hasattr(super(), "__getstate__") else self.__dict__.copy()
+        state = dict(state)
+        state.pop("_native_cache", None)
+        state["_backward_opt"] = None
+        return state
 
     def _native_key(self) -> tuple:
         """Everything the whole-network call depends on, read cheaply (ids of the tensors and of the record,
