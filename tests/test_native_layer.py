@@ -409,3 +409,47 @@ def test_copies_of_a_model_leave_out_the_cache_and_the_optimizer_link():
     loaded = pickle.loads(pickle.dumps(net))
     assert loaded._backward_opt is None
     torch.testing.assert_close(loaded(torch.ones(2, 8)), net(torch.ones(2, 8)))
+
+
+def test_step_in_backward_follows_the_optimizer_state_and_needs_sparse_weight_gradients():
+    """Review findings: a cleared or reloaded optimizer state is used at once (no stale cached moments); dense
+    weight gradients are refused (LazyAdam updates a dense gradient's every row), and a layer switched to them
+    later takes the stored-gradient path with the same results; PyTorch module hooks on a layer still run."""
+    import copy
+
+    from mesimp_lib.lazy import LazyAdam
+
+    net, _ = _mlp_pair(in_features=20, hidden=[30], out_features=5, k=6, kernel="native", weight_grad="sparse")
+    opt = LazyAdam(net.parameters(), lr=1e-2)
+    net.step_in_backward(opt)
+    x, y = torch.rand(4, 20), torch.tensor([0, 1, 2, 3])
+    F.cross_entropy(net(x), y).backward()
+    saved = copy.deepcopy(opt.state_dict())  # state_dict() shares the state tensors, which update in place
+    F.cross_entropy(net(x), y).backward()
+    opt.state.clear()
+    F.cross_entropy(net(x), y).backward()
+    assert float(opt.state[net.output.weight]["step"]) == 1  # a fresh state, not the cached old moments
+    for _ in range(3):  # reloading (a new state dict each time) is picked up every time
+        opt.load_state_dict(copy.deepcopy(saved))  # load_state_dict keeps the given step tensors
+        F.cross_entropy(net(x), y).backward()
+        assert float(opt.state[net.output.weight]["step"]) == 2
+
+    calls = []
+    net.hidden[0].register_forward_hook(lambda *a: calls.append(1))
+    net(x)
+    assert calls == [1] and net._native_call(x) is None
+
+    dense, _ = _mlp_pair(in_features=20, hidden=[30], out_features=5, k=6, kernel="native", weight_grad="dense")
+    with pytest.raises(ValueError, match="weight_grad='sparse'"):
+        dense.step_in_backward(LazyAdam(dense.parameters()))
+    a, _ = _mlp_pair(in_features=20, hidden=[30], out_features=5, k=6, kernel="native", weight_grad="sparse")
+    b, _ = _mlp_pair(in_features=20, hidden=[30], out_features=5, k=6, kernel="native", weight_grad="sparse")
+    opt_b = LazyAdam(b.parameters(), lr=1e-2)
+    b.step_in_backward(opt_b)
+    for net_ in (a, b):
+        for layer in net_.meprop_layers():
+            layer.weight_grad = "dense"
+    pa = _train(a, LazyAdam(a.parameters(), lr=1e-2), 3, False)[0]
+    pb = _train(b, opt_b, 3, False)[0]
+    for u, v in zip(pa, pb):
+        assert torch.equal(u, v)

@@ -458,6 +458,15 @@ std::vector<torch::Tensor> per_example_backward(torch::Tensor vals, torch::Tenso
 // counts: (out,) int64 to add the record to, or empty.
 // Returns {dx or None, db or None, idx (N, k), kept (N, k), rows (U,) = sorted union of the selected rows,
 // values (U, in) or None (compact only)}.
+// caller-given indices (random mode): (N, k) int64, each in [0, out)
+inline void check_given(const torch::Tensor& idx, int64_t N, int64_t k, int64_t out) {
+  TORCH_CHECK(idx.scalar_type() == torch::kLong && idx.dim() == 2 && idx.size(0) == N && idx.size(1) == k,
+              "given indices must be (N, k) int64");
+  if (idx.numel()) {
+    TORCH_CHECK(idx.min().item<int64_t>() >= 0 && idx.max().item<int64_t>() < out, "given indices out of range");
+  }
+}
+
 std::vector<torch::Tensor> topk_backward(torch::Tensor g, torch::Tensor x, torch::Tensor W, int64_t k,
                                          torch::Tensor idx_in, double scale, bool need_x, bool need_b,
                                          bool sparsify_bias, torch::Tensor dW, bool compact, torch::Tensor counts,
@@ -468,6 +477,9 @@ std::vector<torch::Tensor> topk_backward(torch::Tensor g, torch::Tensor x, torch
   const int64_t N = g.size(0), out = g.size(1);
   TORCH_CHECK(k >= 1 && k <= out, "k must be in [1, out]");
   const bool select = !idx_in.defined() || idx_in.numel() == 0;
+  if (!select) check_given(idx_in, N, k, out);
+  TORCH_CHECK(x.dim() == 2 && x.size(0) == N && W.dim() == 2 && W.size(0) == out && W.size(1) == x.size(1),
+              "topk_backward: g (N, out), x (N, in), W (out, in)");
   torch::Tensor idx = select ? torch::empty({N, k}, g.options().dtype(torch::kLong)) : idx_in.contiguous();
   torch::Tensor kept = torch::empty({N, k}, g.options());
   torch::Tensor dx = need_x ? torch::empty({N, x.size(1)}, x.options()) : torch::Tensor();
@@ -500,6 +512,9 @@ std::vector<torch::Tensor> topk_backward_adam(torch::Tensor g, torch::Tensor x, 
   const int64_t N = g.size(0), out = g.size(1), in = x.size(1);
   TORCH_CHECK(k >= 1 && k <= out, "k must be in [1, out]");
   const bool select = !idx_in.defined() || idx_in.numel() == 0;
+  if (!select) check_given(idx_in, N, k, out);
+  TORCH_CHECK(x.dim() == 2 && x.size(0) == N && W.size(0) == out && W.size(1) == in && m.scalar_type() == W.scalar_type() &&
+                  v.scalar_type() == W.scalar_type(), "topk_backward_adam: g (N, out), x (N, in), W, m, v (out, in)");
   torch::Tensor idx = select ? torch::empty({N, k}, g.options().dtype(torch::kLong)) : idx_in.contiguous();
   torch::Tensor kept = torch::empty({N, k}, g.options());
   torch::Tensor dx = need_x ? torch::empty({N, in}, x.options()) : torch::Tensor();
@@ -576,6 +591,9 @@ std::vector<torch::Tensor> unified_backward(torch::Tensor g, torch::Tensor x, to
   W = W.contiguous();
   const int64_t N = g.size(0), out = g.size(1), in = x.size(1);
   TORCH_CHECK(k >= 1 && k <= out, "unified_backward: k must be in [1, out]");
+  TORCH_CHECK(x.dim() == 2 && x.size(0) == N && W.dim() == 2 && W.size(0) == out && W.size(1) == in &&
+                  x.scalar_type() == g.scalar_type() && W.scalar_type() == g.scalar_type(),
+              "unified_backward: g (N, out), x (N, in), W (out, in) of one dtype");
   torch::Tensor idx = torch::empty({k}, g.options().dtype(torch::kLong));
   torch::Tensor dx = need_x ? torch::empty({N, in}, x.options()) : torch::Tensor();
   torch::Tensor rows = need_w ? torch::empty({k, in}, x.options()) : torch::Tensor();
@@ -670,6 +688,13 @@ bool lazy_adam_step(std::vector<torch::Tensor> params, std::vector<torch::Tensor
       return false;
     TORCH_CHECK(steps[i].scalar_type() == torch::kFloat && steps[i].numel() == 1 && steps[i].is_contiguous(),
                 "lazy_adam_step: step tensors must be float32 scalars");
+    TORCH_CHECK(exp_avgs[i].sizes() == p.sizes() && exp_avg_sqs[i].sizes() == p.sizes() &&
+                    exp_avgs[i].scalar_type() == p.scalar_type() && exp_avg_sqs[i].scalar_type() == p.scalar_type() &&
+                    exp_avgs[i].is_contiguous() && exp_avg_sqs[i].is_contiguous(),
+                "lazy_adam_step: the moments of parameter ", i, " do not match it (shape, dtype, contiguity)");
+    const torch::Tensor& gi = p.grad();
+    TORCH_CHECK(!gi.defined() || (gi.scalar_type() == p.scalar_type() && (gi.is_sparse() || gi.numel() == p.numel())),
+                "lazy_adam_step: the gradient of parameter ", i, " does not match it");
   }
   std::vector<torch::Tensor> ps, gs, rs, ms, vs;
   std::vector<double> ts;

@@ -49,9 +49,6 @@ struct NativeCfg {
 
 inline bool tracked(const Tensor& t) { return t.defined() && t.numel() > 0; }
 
-// One layer's backward, shared by the layer function and the whole-MLP function. g: (N, out) output gradient;
-// x, W the layer's saved input and weight. Returns {gx, gw, gb} (undefined where not needed) and updates the
-// stats in cfg.
 // LazyAdam's update of a weight inside its backward (the optimizer-in-backward path): moments, the step count
 // after this step, hyper-parameters
 struct AdamW {
@@ -59,6 +56,9 @@ struct AdamW {
   double step, lr, b1, b2, eps;
 };
 
+// One layer's backward, shared by the layer function and the whole-MLP function. g: (N, out) output gradient;
+// x, W the layer's saved input and weight. Returns {gx, gw, gb} (undefined where not needed) and updates the
+// stats in cfg. With aw (k > 0): W's rows are updated in place by LazyAdam inside the kernel, gw undefined.
 std::vector<Tensor> layer_backward(const Tensor& g_in, const Tensor& x, const Tensor& W, bool need_x, bool need_w,
                                    bool need_b, const NativeCfg& cfg, const AdamW* aw = nullptr) {
   const int64_t k = cfg.k, wg = cfg.weight_grad;
@@ -336,6 +336,8 @@ Tensor meprop_mlp_native(const Tensor& x, std::vector<Tensor> params, std::vecto
       const Tensor& p = params[i];
       TORCH_CHECK(p.is_contiguous() && adam_state[3 * i].sizes() == p.sizes() && adam_state[3 * i].is_contiguous() &&
                       adam_state[3 * i + 1].sizes() == p.sizes() && adam_state[3 * i + 1].is_contiguous() &&
+                      adam_state[3 * i].scalar_type() == p.scalar_type() &&
+                      adam_state[3 * i + 1].scalar_type() == p.scalar_type() &&
                       adam_state[3 * i + 2].scalar_type() == torch::kFloat && adam_state[3 * i + 2].numel() == 1,
                   "meprop_mlp_native: the Adam state of parameter ", i, " does not match it");
     }

@@ -204,6 +204,8 @@ class MLP(nn.Module):
                 return False
             if not (layer.weight.requires_grad and layer.bias.requires_grad):
                 return False
+            if layer._forward_hooks or layer._forward_pre_hooks or layer._backward_hooks or layer._backward_pre_hooks:
+                return False  # PyTorch module hooks on a layer: they run on the per-layer path
             if (layer.weight_grad, layer.sparsify_bias, layer.count_zero_hits) != (
                     first.weight_grad, first.sparsify_bias, first.count_zero_hits):
                 return False
@@ -221,7 +223,13 @@ class MLP(nn.Module):
     def _native_key(self) -> tuple:
         """Everything the whole-network call depends on, read cheaply (ids of the tensors and of the record,
         which the cached call keeps alive, so no id is reused while it is cached)."""
-        key = [self.fuse_native, self.training, self.__dict__["act_hook"] is None, id(self._modules["dropout"])]
+        from torch.nn.modules import module as _mod
+
+        opt = self.__dict__.get("_backward_opt")
+        ostate = None if opt is None else opt.state
+        key = [self.fuse_native, self.training, self.__dict__["act_hook"] is None, id(self._modules["dropout"]),
+               bool(_mod._global_forward_hooks or _mod._global_forward_pre_hooks or _mod._global_backward_hooks
+                    or _mod._global_backward_pre_hooks), id(opt)]
         for layer in (*self._modules["hidden"]._modules.values(), self._modules["output"]):
             d, prm = layer.__dict__, layer._parameters
             w, b, st = prm["weight"], prm["bias"], d["stats"]
@@ -229,9 +237,14 @@ class MLP(nn.Module):
             key += [id(layer), id(w), id(b), w.shape, w.dtype, w.device, w.requires_grad,
                     b is not None and b.requires_grad, d["kernel"], d["_k"], d["mode"], d["rescale"],
                     d["sparsify_bias"], d["weight_grad"], d["count_zero_hits"], d["track_stats"], id(st),
-                    id(sd.get("_native")), id(sd.get("counts")), bool(d["hooks"])]
-        opt = self.__dict__.get("_backward_opt")
-        key += [id(opt), None if opt is None else id(opt.state)]
+                    id(sd.get("_native")), id(sd.get("counts")), bool(d["hooks"]),
+                    bool(d["_forward_hooks"] or d["_forward_pre_hooks"] or d["_backward_hooks"]
+                         or d["_backward_pre_hooks"])]
+            if ostate is not None:  # the optimizer's state tensors themselves (cleared, reloaded, replaced)
+                for p in (w, b):
+                    ps = ostate.get(p)
+                    key.append(None if not ps else (id(ps.get("exp_avg")), id(ps.get("exp_avg_sq")),
+                                                    id(ps.get("step"))))
         return tuple(key)
 
     def _native_call(self, x: torch.Tensor):
@@ -253,7 +266,7 @@ class MLP(nn.Module):
         params = [t for layer in layers for t in (layer.weight, layer.bias)]
         first = layers[0]
         opt, adam_state = self.__dict__.get("_backward_opt"), []
-        if opt is not None:
+        if opt is not None and self._backward_opt_applies(opt, layers, params):
             for p in params:
                 st = opt._state(p)
                 adam_state += [st["exp_avg"], st["exp_avg_sq"], st["step"]]
@@ -261,18 +274,32 @@ class MLP(nn.Module):
                 first.weight_grad == "sparse", first.count_zero_hits, [a[3] for a in args], [a[4] for a in args],
                 [a[5] for a in args], adam_state)
 
+    @staticmethod
+    def _backward_opt_applies(opt, layers, params) -> bool:
+        """The in-backward update is the optimizer's own only with row-sparse weight gradients (LazyAdam updates
+        a dense gradient's every row) and while the optimizer holds exactly these parameters; otherwise the
+        gradients are stored and ``opt.step()`` applies them."""
+        if any(layer.weight_grad != "sparse" for layer in layers) or len(opt.param_groups) != 1:
+            return False
+        held = {id(p) for p in opt.param_groups[0]["params"]}
+        return len(held) == len(params) and all(id(p) in held for p in params)
+
     def step_in_backward(self, optimizer) -> None:
         """Apply ``optimizer`` (a ``LazyAdam`` over exactly this model's parameters, one group) inside the
         backward: each layer's gradient goes straight into the update as soon as it is computed, and is never
         stored (``p.grad`` stays None, so ``optimizer.step()`` then finds nothing left to do). The same update
         as ``optimizer.step()`` after ``backward()``, bit for bit (tested); only the timing differs: no
         gradient tensors written and read back, no gradient accumulation, no separate optimizer pass.
-        Gradients cannot be inspected, clipped or accumulated over several backward passes this way.
+        Gradients cannot be inspected, clipped or accumulated over several backward passes this way, and the
+        loss must reach the parameters only through one forward of this model per backward (a penalty on the
+        weights added to the loss would leave a stored gradient that ``optimizer.step()`` applies as a second
+        update).
 
-        It applies while the model runs as one native node (``kernel="native"`` everywhere, no meSimp hooks,
-        no meAct, no active dropout); otherwise backward stores the gradients as usual and
-        ``optimizer.step()`` applies them. ``step_in_backward(None)`` turns it off. A lazy optimizer is not
-        the paper's optimizer (see ``mesimp_lib.lazy``)."""
+        It applies while the model runs as one native node (``kernel="native"`` and ``weight_grad="sparse"``
+        everywhere, no meSimp hooks, no meAct, no PyTorch module hooks on the layers, no active dropout) and
+        the optimizer holds exactly the model's parameters; otherwise backward stores the gradients as usual
+        and ``optimizer.step()`` applies them. ``step_in_backward(None)`` turns it off. A lazy optimizer is
+        not the paper's optimizer (see ``mesimp_lib.lazy``)."""
         from ..lazy import LazyAdam
 
         if optimizer is None:
@@ -285,6 +312,10 @@ class MLP(nn.Module):
         if len(groups) != 1 or sorted(id(p) for p in groups[0]["params"]) != sorted(mine):
             raise ValueError("step_in_backward: the optimizer must have one parameter group holding exactly this "
                              "model's parameters")
+        dense = [i for i, layer in enumerate(self.meprop_layers()) if layer.weight_grad != "sparse"]
+        if dense:
+            raise ValueError(f"step_in_backward needs weight_grad='sparse' on every layer (layers {dense} have "
+                             "another): LazyAdam updates every row of a dense weight gradient")
         self.__dict__["_backward_opt"] = optimizer
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
