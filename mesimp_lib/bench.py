@@ -249,24 +249,19 @@ def bench_step(batch: int, k: int, mode: str, variant: str, threads: int = 1, sc
     }
 
 
-def bench_inference() -> list[dict]:
-    """meSimp-simplified MNIST models: inference speed against their parameter ratio, read from the stored
-    ``data/results/mesimp_inference/inference.json`` (``experiments.inference_speed`` wrote it; timed in its
-    own run, 1 thread); [] when it is not there."""
-    from .experiments import results_dir
-    from .results import read_json
+def bench_inference(rounds: int = 5) -> list[dict]:
+    """meSimp-simplified MNIST models: inference speed against their parameter ratio, measured in this run
+    (``experiments.measure_inference``: the saved models of ``data/results/mesimp_mnist`` against a
+    784-500-500-10 network, interleaved in one process, 1 thread); [] when no model is saved."""
+    from .experiments import measure_inference
 
-    path = results_dir("mesimp_inference") / "inference.json"
-    if not path.exists():
-        return []
     rows = []
-    for r in read_json(path).get("rows", []):
+    for r in measure_inference(rounds):
         for key in ("batch1", "batch1000"):
-            if key in r:
-                rows.append({"model": r["model"], "widths": r["widths"], "param_ratio": r["param_ratio"],
-                             "batch": int(key[5:]), "speedup": r[key]["speedup"], "limit": 1 / r["param_ratio"],
-                             "original_ms": r[key]["original_ms"], "simplified_ms": r[key]["simplified_ms"],
-                             "source": str(path.relative_to(path.parents[3])) if len(path.parents) > 3 else str(path)})
+            rows.append({"model": r["model"], "widths": r["widths"], "param_ratio": r["param_ratio"],
+                         "batch": int(key[5:]), "speedup": r[key]["speedup"], "limit": 1 / r["param_ratio"],
+                         "original_ms": r[key]["original_ms"], "simplified_ms": r[key]["simplified_ms"],
+                         "test_acc": r["test_acc_final_model"], "rounds": rounds, "source": "measured in this run"})
     return rows
 
 
@@ -376,13 +371,20 @@ def run_benchmark(quick: bool = False, scale: float = 1.0, progress=print) -> di
                         lstm_rows.append(row)
                         progress(f"LSTM h=500 emb=100 batch {b:3d} T={row['steps']} k={k:2d} vs {baseline}: dense "
                                  f"{row['dense_ms']:.2f} ms meProp {row['meprop_ms']:.2f} ms speedup {row['speedup']:.2f}x")
+        inference_rows = []
+        if not quick:
+            inference_rows = bench_inference(max(3, int(5 * scale)))
+            for row in inference_rows:
+                progress(f"inference {row['model']} widths {row['widths']} batch {row['batch']:4d}: original "
+                         f"{row['original_ms']:.1f} ms simplified {row['simplified_ms']:.1f} ms speedup "
+                         f"{row['speedup']:.2f}x (limit {row['limit']:.1f})")
     finally:
         torch.set_num_threads(old_threads)
     env = environment()
     env["torch_threads"] = "per row (1 unless stated)"
     env["meprop_kernels"] = kernel_status
     return {"quick": quick, "layer": layer_rows, "mlp": mlp_rows, "step": step_rows, "lstm": lstm_rows,
-            "inference": bench_inference(), "environment": env}
+            "inference": inference_rows, "environment": env}
 
 
 def _line(r: dict) -> str:
@@ -517,11 +519,13 @@ def to_markdown(res: dict) -> str:
     if res.get("inference"):
         out += [
             "",
-            "## Inference of meSimp-simplified MNIST models (stored timings)",
+            "## Inference of meSimp-simplified MNIST models",
             "",
-            "From `data/results/mesimp_inference/inference.json` (`experiments.inference_speed`, its own run, "
-            "1 thread): the simplified model against the original 784-500-500-10, images per call = batch. "
-            "The limit is 1 / parameter ratio.",
+            "Measured in this run (`experiments.measure_inference`, 1 thread, `torch.no_grad`, plain "
+            "`nn.Sequential` exports): each saved meSimp model of `data/results/mesimp_mnist` against a "
+            "784-500-500-10 network, interleaved A-B-B-A in one process, median of the per-round ratios; batch 1 "
+            "= the first 1,000 test images one at a time, batch 1000 = all 10,000 test images (ms per pass "
+            "over them). The limit is 1 / parameter ratio.",
             "",
             "| model | hidden widths | parameter ratio | batch | original ms | simplified ms | speedup | limit |",
             "|---|---|---|---|---|---|---|---|",

@@ -351,7 +351,20 @@ def verify_suite(suite: str, log=print) -> bool:
 
 def inference_speed(rounds: int = 15) -> dict:
     """Time the simplified (physical) meSimp models against the original 784-500-500-10 shape
-    on the MNIST test set, batch 1 and batch 1000, 1 thread, interleaved in one process.
+    on the MNIST test set, batch 1 and batch 1000, 1 thread, interleaved in one process, and store
+    the result in ``data/results/mesimp_inference/inference.json``."""
+    from .results import environment, write_json_atomic
+
+    rows = measure_inference(rounds)
+    out = {"rows": rows, "rounds": rounds, "command": "python -m mesimp_lib experiment mesimp_inference",
+           "environment": environment()}
+    write_json_atomic(results_dir("mesimp_inference") / "inference.json", out)
+    return out
+
+
+def measure_inference(rounds: int = 15) -> list[dict]:
+    """The timing of ``inference_speed`` (also run by ``make bench``), one row per saved meSimp model
+    (``data/results/mesimp_mnist/mesimp-*.pt``; [] when there are none).
 
     Inference time depends on the shapes only, so the original-size model is a fresh
     784-500-500-10 network; the simplified ones are the saved trained models, whose test
@@ -361,7 +374,6 @@ def inference_speed(rounds: int = 15) -> dict:
     import torch
 
     from .mesimp import load_model
-    from .results import environment, write_json_atomic
     from .tasks.mnist import MLP, accuracy, load_mnist
 
     torch.set_num_threads(1)
@@ -407,10 +419,7 @@ def inference_speed(rounds: int = 15) -> dict:
             }
         entry["param_ratio"] = entry["params"] / n_orig
         rows.append(entry)
-    out = {"rows": rows, "rounds": rounds, "command": "python -m mesimp_lib experiment mesimp_inference",
-           "environment": environment()}
-    write_json_atomic(results_dir("mesimp_inference") / "inference.json", out)
-    return out
+    return rows
 
 
 def _table_inference() -> str:

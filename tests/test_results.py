@@ -36,3 +36,28 @@ def test_readme_tables_are_generated_not_typed(suite):
         pytest.skip(f"README has no table for {suite}")
     block = text[text.index(start) + len(start) : text.index(end)]
     assert block.strip() == experiments.summarize_suite(suite).strip()
+
+
+def test_bench_inference_measures_the_saved_models(tmp_path, monkeypatch):
+    """make bench times the saved meSimp models itself (one here, one round)."""
+    import shutil
+
+    from mesimp_lib import bench
+
+    saved = sorted(experiments.results_dir("mesimp_mnist").glob("mesimp-*.pt"))
+    if not saved:
+        pytest.skip("no saved meSimp model in data/results/mesimp_mnist")
+    (tmp_path / "mesimp_mnist").mkdir()
+    shutil.copy(saved[-1], tmp_path / "mesimp_mnist" / saved[-1].name)
+    monkeypatch.setattr(experiments, "results_dir", lambda suite: tmp_path / suite)
+    rows = bench.bench_inference(rounds=1)
+    assert [r["batch"] for r in rows] == [1, 1000]
+    for r in rows:
+        assert r["model"] == saved[-1].name and r["source"] == "measured in this run"
+        assert 0 < r["param_ratio"] < 1 and r["limit"] == pytest.approx(1 / r["param_ratio"])
+        assert r["speedup"] > 0 and r["original_ms"] > 0 and r["simplified_ms"] > 0
+        assert r["test_acc"] > 0.5  # the re-computed accuracy of the saved model (a sanity check)
+    md = bench.to_markdown({"layer": [], "mlp": [], "inference": rows, "environment": {
+        "cpu": "x", "cpu_count": 1, "cpu_capability": "x", "torch": "x", "python": "x", "commit": "x",
+        "malloc_env": None}})
+    assert "Measured in this run" in md and saved[-1].name in md
