@@ -165,6 +165,49 @@ def bench_mlp(batch: int, k: int, mode: str, threads: int = 1, scale: float = 1.
     }
 
 
+class _NoWork(torch.autograd.Function):
+    """A backward node that does no work and returns no gradient (the floor measurement)."""
+
+    @staticmethod
+    def forward(ctx, x, *params):
+        ctx.n_inputs = 1 + len(params)
+        return x.new_zeros(x.shape[0], 10)
+
+    @staticmethod
+    def backward(ctx, g):
+        return (None,) * ctx.n_inputs
+
+
+def bench_backward_floor(batch: int = 10, threads: int = 1, scale: float = 1.0, seed: int = 0) -> dict:
+    """The floor of a whole ``loss.backward()`` at the paper's MLP shapes: the cross-entropy's nodes, the autograd
+    engine and ONE backward node that does no work and returns no gradient, against the dense 784-500-500-10
+    backward, interleaved A-B-B-A. No meProp backward measured through ``loss.backward()`` can beat this ratio,
+    whatever its kernels: it would still have to compute and hand over six gradients."""
+    from .tasks.mnist import MLP
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(seed)
+    dense = MLP().to_sequential()
+    params = list(dense.parameters())
+    x = torch.rand(batch, 784)
+    y = torch.randint(0, 10, (batch,))
+    loss_d = F.cross_entropy(dense(x), y)
+    loss_f = F.cross_entropy(_NoWork.apply(x, *params), y)
+
+    def run_dense():
+        for p in params:
+            p.grad = None
+        loss_d.backward(retain_graph=True)
+
+    def run_floor():
+        loss_f.backward(retain_graph=True)
+
+    ratio, td, ts, rounds = _abba(run_dense, run_floor, 15, scale)
+    return {"batch": batch, "threads": threads, "dense_ms": td * 1e3, "floor_ms": ts * 1e3, "speedup": ratio,
+            "rounds": rounds, "shape": "784-500-500-10 (whole backward)",
+            "note": "loss nodes + autograd engine + one backward node doing no work, no gradients"}
+
+
 STEP_BLOCK_S = 0.02  # whole-step timing blocks: ~10 steps of one variant in a row (see _abba)
 
 STEP_VARIANTS = {
@@ -352,6 +395,10 @@ def run_benchmark(quick: bool = False, scale: float = 1.0, progress=print) -> di
                         row = bench_mlp(b, k, mode, 1, scale, kernel=kernel, weight_grad=wg)
                         mlp_rows.append(row)
                         progress(_line(row))
+        floor_rows = [bench_backward_floor(b, 1, scale) for b in ((10,) if quick else (10, 50))]
+        for r in floor_rows:
+            progress(f"floor of loss.backward() batch {r['batch']:3d}: dense {r['dense_ms']:.3f} ms, a node doing no "
+                     f"work {r['floor_ms']:.3f} ms, ratio {r['speedup']:.2f}x")
         step_rows = []
         step_variants = [v for v in STEP_VARIANTS if v != "dense + Adam" and (fused_ok or STEP_VARIANTS[v][1] == "torch")]
         for b in (10,) if quick else (10, 50):
@@ -383,7 +430,8 @@ def run_benchmark(quick: bool = False, scale: float = 1.0, progress=print) -> di
     env = environment()
     env["torch_threads"] = "per row (1 unless stated)"
     env["meprop_kernels"] = kernel_status
-    return {"quick": quick, "layer": layer_rows, "mlp": mlp_rows, "step": step_rows, "lstm": lstm_rows,
+    return {"quick": quick, "layer": layer_rows, "mlp": mlp_rows, "floor": floor_rows, "step": step_rows,
+            "lstm": lstm_rows,
             "inference": inference_rows, "environment": env}
 
 
@@ -469,6 +517,19 @@ def to_markdown(res: dict) -> str:
             f"{r['k']} | {r['dense_ms']:.3f} | {r['meprop_ms']:.3f} | **{r['speedup']:.2f}x** | "
             f"{r.get('limit_backward', _mlp_backward_limit(r['k'])):.1f} | {r['limit']:.0f} |"
         )
+    if res.get("floor"):
+        out += [
+            "",
+            "**The floor at these shapes.** The same dense backward against a `loss.backward()` whose model is ONE "
+            "backward node that does no work and returns no gradient (the loss's nodes and the autograd engine "
+            "only). No meProp backward measured through `loss.backward()` can beat this ratio, whatever its "
+            "kernels: it still has to compute six gradients and hand them to the parameters.",
+            "",
+            "| batch | dense ms | no-work node ms | ratio (the ceiling) |",
+            "|---|---|---|---|",
+        ]
+        out += [f"| {r['batch']} | {r['dense_ms']:.3f} | {r['floor_ms']:.3f} | **{r['speedup']:.2f}x** |"
+                for r in res["floor"]]
     if res.get("step"):
         out += [
             "",
