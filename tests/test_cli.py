@@ -49,3 +49,5 @@ def test_bench_quick_runs_and_is_correct(tmp_path):
     # a generous ratio on one large shape (PERFORMANCE.md measured 8.6-20x here); never an absolute time
     big = [row for row in r["layer"] if row["n"] == 2048 and row["mode"] == "unified"][0]
     assert big["speedup"] > 3
+    # the floor row: a backward node doing no work beats the dense backward of the paper's MLP
+    assert r["floor"] and r["floor"][0]["batch"] == 10 and r["floor"][0]["speedup"] > 1
