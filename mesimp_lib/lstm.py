@@ -48,7 +48,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.autograd.function import once_differentiable
 
-from .meprop import KERNELS, MODES, MePropStats, resolve_k
+from .meprop import KERNELS, MODES, MePropStats, TopKWidth, _fused, fused_applies, resolve_k
 from .mesimp import REALISATIONS, ActivityRecord, _check_rate, _slice_param
 
 __all__ = [
@@ -340,16 +340,10 @@ def _select_kept(u: torch.Tensor, h: int, plan: _Plan, offs: torch.Tensor):
     return sel, kept
 
 
-def _fused():
-    from .fused import kernels
-
-    return kernels()
-
-
 # --------------------------------------------------------------------------- module
 
 
-class MePropLSTM(nn.Module):
+class MePropLSTM(TopKWidth, nn.Module):
     """One direction of an LSTM layer with per-gate top-k sparsified BPTT.
 
     Parameters as ``torch.nn.LSTM`` (layer 0): ``weight_ih`` (4h, in), ``weight_hh`` (4h, h),
@@ -439,23 +433,8 @@ class MePropLSTM(nn.Module):
         return self.weight_hh.shape[1]
 
     @property
-    def k(self):
-        return self._k
-
-    @k.setter
-    def k(self, value) -> None:
-        resolve_k(value, self.weight_hh.shape[1])
-        self._k = value
-
-    @property
-    def k_effective(self) -> int | None:
-        return resolve_k(self._k, self.hidden_size)
-
-    @property
-    def backprop_ratio(self) -> float:
-        """k / h: the share of each gate's gradient that is back-propagated."""
-        k = self.k_effective
-        return 1.0 if k is None else k / self.hidden_size
+    def _topk_width(self) -> int:
+        return self.weight_hh.shape[1]
 
     @property
     def wants_cells(self) -> bool:
@@ -463,22 +442,7 @@ class MePropLSTM(nn.Module):
 
     def _plan(self) -> _Plan:
         return _Plan(self.k_effective, self.mode, self.rescale, self.sparsify_bias, self.count_zero_hits,
-                     self.compact_threshold, self._use_fused())
-
-    def _use_fused(self) -> bool:
-        if self.kernel == "torch" or self.k_effective is None:
-            return False
-        applies = self.weight_hh.device.type == "cpu" and self.weight_hh.dtype in (torch.float32, torch.float64)
-        if not applies:
-            if self.kernel == "fused":
-                raise ValueError("kernel='fused' needs a CPU float32/float64 layer")
-            return False
-        available = _fused() is not None
-        if self.kernel == "fused" and not available:
-            from .fused import status
-
-            raise RuntimeError(f"kernel='fused' requested but the native kernels are unavailable: {status()}")
-        return available
+                     self.compact_threshold, fused_applies(self.kernel, self.k_effective, self.weight_hh))
 
     def _observe(self, cells, sel, n_tok, touched, macs_done, macs_dense) -> None:
         """Backward's report: cells (N, h) bool per-token cell hits (None if not wanted)."""

@@ -43,6 +43,7 @@ from torch import nn
 from torch.autograd.function import once_differentiable
 
 __all__ = [
+    "TopKWidth",
     "LayerHooks",
     "MODES",
     "WEIGHT_GRADS",
@@ -463,6 +464,32 @@ def _fused():
     return kernels()
 
 
+def _require_kernels(kernel: str):
+    """The compiled kernels for a layer that asked for ``kernel`` explicitly, or a RuntimeError saying why not."""
+    kern = _fused()
+    if kern is None:
+        from .fused import status
+
+        raise RuntimeError(f"kernel={kernel!r} requested but the native kernels are unavailable: {status()}")
+    return kern
+
+
+def fused_applies(kernel: str, k_effective, weight: torch.Tensor) -> bool:
+    """Whether a layer's meProp backward takes the fused native kernels: kernel "fused" or "auto", a k to keep,
+    a CPU float32/float64 weight and kernels built here. kernel="fused" raises where they cannot apply; "auto"
+    falls back to the pure-PyTorch path."""
+    if kernel == "torch" or k_effective is None:
+        return False
+    if weight.device.type != "cpu" or weight.dtype not in (torch.float32, torch.float64):
+        if kernel == "fused":
+            raise ValueError("kernel='fused' needs a CPU float32/float64 layer")
+        return False
+    if kernel == "fused":
+        _require_kernels(kernel)
+        return True
+    return _fused() is not None
+
+
 _NO_ROWS = torch.empty(0, 0)  # "no tensor" for the native kernels' optional arguments
 
 
@@ -534,7 +561,38 @@ def _check_weight_grad(weight_grad: str) -> None:
 # --------------------------------------------------------------------------- module
 
 
-class MePropLinear(nn.Module):
+class TopKWidth:
+    """``k`` as given (int, fraction or None; validated when set), ``k_effective`` (the resolved count, None =
+    dense) and ``backprop_ratio`` (k / width) of a layer whose top-k picks from ``_topk_width`` entries (the
+    output width of a linear layer, the hidden size of an LSTM gate)."""
+
+    @property
+    def _topk_width(self) -> int:
+        raise NotImplementedError
+
+    @property
+    def k(self):
+        """The k as given (int, fraction or None); ``k_effective`` is the resolved count."""
+        return self._k
+
+    @k.setter
+    def k(self, value) -> None:
+        resolve_k(value, self._topk_width)  # validate now, not in the middle of training
+        self._k = value
+
+    @property
+    def k_effective(self) -> int | None:
+        """Entries kept per example (per gate for an LSTM) at the current width (None = dense)."""
+        return resolve_k(self._k, self._topk_width)
+
+    @property
+    def backprop_ratio(self) -> float:
+        """k / width: the share of the gradient that is back-propagated."""
+        k = self.k_effective
+        return 1.0 if k is None else k / self._topk_width
+
+
+class MePropLinear(TopKWidth, nn.Module):
     """A drop-in ``nn.Linear`` whose backward keeps only the top-k output gradients.
 
     ``weight`` is ``[out, in]`` and the state_dict has exactly ``weight`` and ``bias``, so
@@ -625,25 +683,8 @@ class MePropLinear(nn.Module):
         return self.weight.shape[0]
 
     @property
-    def k(self):
-        """The k as given (int, fraction or None); ``k_effective`` is the resolved count."""
-        return self._k
-
-    @k.setter
-    def k(self, value) -> None:
-        resolve_k(value, self.weight.shape[0])  # validate now, not in the middle of training
-        self._k = value
-
-    @property
-    def k_effective(self) -> int | None:
-        """Entries kept per example at the current width (None = dense)."""
-        return resolve_k(self._k, self.out_features)
-
-    @property
-    def backprop_ratio(self) -> float:
-        """k / out: the share of the output gradient that is back-propagated."""
-        k = self.k_effective
-        return 1.0 if k is None else k / self.out_features
+    def _topk_width(self) -> int:
+        return self.weight.shape[0]
 
     def _plan(self) -> _Plan:
         # the buffer writes weight.grad directly, which is only right for a leaf weight
@@ -656,23 +697,8 @@ class MePropLinear(nn.Module):
             weight_grad,
             self.count_zero_hits,
             self.compact_threshold,
-            self._use_fused(weight_grad),
+            fused_applies(self.kernel, self.k_effective, self.weight),
         )
-
-    def _use_fused(self, weight_grad: str) -> bool:
-        if self.kernel == "torch" or self.k_effective is None:
-            return False
-        applies = self.weight.device.type == "cpu" and self.weight.dtype in (torch.float32, torch.float64)
-        if not applies:
-            if self.kernel == "fused":
-                raise ValueError("kernel='fused' needs a CPU float32/float64 layer")
-            return False
-        available = _fused() is not None
-        if self.kernel == "fused" and not available:
-            from .fused import status
-
-            raise RuntimeError(f"kernel='fused' requested but the native kernels are unavailable: {status()}")
-        return available
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[-1] != self.in_features:
@@ -707,10 +733,7 @@ class MePropLinear(nn.Module):
         w = self.weight
         if w.device.type != "cpu" or w.dtype not in (torch.float32, torch.float64):
             raise ValueError(f"kernel='native' needs a CPU float32/float64 layer, not {w.device.type} {w.dtype}")
-        if _fused() is None:
-            from .fused import status
-
-            raise RuntimeError(f"kernel='native' requested but the native kernels are unavailable: {status()}")
+        _require_kernels("native")
         out = w.shape[0]
         k = resolve_k(self._k, out) or 0
         stats = self.stats

@@ -670,6 +670,21 @@ void adam_step(std::vector<torch::Tensor> params, std::vector<torch::Tensor> gra
   }
 }
 
+// One parameter's LazyAdam step: its float32 step tensor += 1, then adam_step's row-lazy update for a coalesced
+// row-sparse gradient (only its rows of p and of the moments change) or the dense update for a dense one. Shared
+// by lazy_adam_step and the optimizer-in-backward path of meprop_mlp_native.
+void adam_param_step(torch::Tensor p, const torch::Tensor& g, torch::Tensor m, torch::Tensor v, torch::Tensor step,
+                     double lr, double beta1, double beta2, double eps) {
+  float* st = step.data_ptr<float>();
+  *st += 1.0f;
+  torch::Tensor rows, vals = g;
+  if (g.is_sparse()) {
+    rows = g._indices().select(0, 0);
+    vals = g._values();
+  }
+  adam_step({p}, {vals}, {rows}, {m}, {v}, {double(*st)}, lr, beta1, beta2, eps);
+}
+
 // LazyAdam's whole step in one call: for every parameter with a gradient, step += 1 (its float32 step tensor,
 // as torch.optim.Adam keeps it), then the row-lazy update of adam_step for a row-sparse gradient (coalesced
 // here first when it is not, and p.grad replaced by the coalesced one, as the Python path does) or the dense
@@ -696,31 +711,16 @@ bool lazy_adam_step(std::vector<torch::Tensor> params, std::vector<torch::Tensor
     TORCH_CHECK(!gi.defined() || (gi.scalar_type() == p.scalar_type() && (gi.is_sparse() || gi.numel() == p.numel())),
                 "lazy_adam_step: the gradient of parameter ", i, " does not match it");
   }
-  std::vector<torch::Tensor> ps, gs, rs, ms, vs;
-  std::vector<double> ts;
   for (size_t i = 0; i < n; ++i) {
     torch::Tensor p = params[i];
     torch::Tensor g = p.grad();
     if (!g.defined()) continue;
-    float* st = steps[i].data_ptr<float>();
-    *st += 1.0f;
-    if (g.is_sparse()) {
-      if (!g.is_coalesced()) {
-        g = g.coalesce();
-        p.mutable_grad() = g;
-      }
-      rs.push_back(g._indices().select(0, 0));
-      gs.push_back(g._values());
-    } else {
-      rs.push_back(torch::Tensor());
-      gs.push_back(g);
+    if (g.is_sparse() && !g.is_coalesced()) {
+      g = g.coalesce();
+      p.mutable_grad() = g;
     }
-    ps.push_back(p);
-    ms.push_back(exp_avgs[i]);
-    vs.push_back(exp_avg_sqs[i]);
-    ts.push_back(double(*st));
+    adam_param_step(p, g, exp_avgs[i], exp_avg_sqs[i], steps[i], lr, beta1, beta2, eps);
   }
-  adam_step(ps, gs, rs, ms, vs, ts, lr, beta1, beta2, eps);
   return true;
 }
 

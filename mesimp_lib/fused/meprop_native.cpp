@@ -21,9 +21,8 @@ std::vector<torch::Tensor> topk_backward(torch::Tensor g, torch::Tensor x, torch
                                          bool sparsify_bias, torch::Tensor dW, bool compact, torch::Tensor counts,
                                          bool count_zero_hits);
 
-void adam_step(std::vector<torch::Tensor> params, std::vector<torch::Tensor> grads, std::vector<torch::Tensor> rows,
-               std::vector<torch::Tensor> exp_avgs, std::vector<torch::Tensor> exp_avg_sqs,
-               std::vector<double> steps, double lr, double beta1, double beta2, double eps);
+void adam_param_step(torch::Tensor p, const torch::Tensor& g, torch::Tensor m, torch::Tensor v, torch::Tensor step,
+                     double lr, double beta1, double beta2, double eps);
 
 std::vector<torch::Tensor> topk_backward_adam(torch::Tensor g, torch::Tensor x, torch::Tensor W, int64_t k,
                                               torch::Tensor idx_in, double scale, bool need_x, bool need_b,
@@ -260,16 +259,8 @@ struct MePropMLPNativeFn : public torch::autograd::Function<MePropMLPNativeFn> {
           if (!grad.defined()) continue;
           const int64_t i = 2 * l + j;
           Tensor p = saved[L + i];
-          Tensor step = adam_state[3 * i + 2];
-          float* st = step.data_ptr<float>();
-          *st += 1.0f;
-          Tensor rows, vals = grad;
-          if (grad.is_sparse()) {
-            rows = grad._indices().select(0, 0);
-            vals = grad._values();
-          }
-          adam_step({p}, {vals}, {rows}, {adam_state[3 * i]}, {adam_state[3 * i + 1]}, {double(*st)}, hp[0], hp[1],
-                    hp[2], hp[3]);
+          adam_param_step(p, grad, adam_state[3 * i], adam_state[3 * i + 1], adam_state[3 * i + 2], hp[0], hp[1],
+                          hp[2], hp[3]);
           p.unsafeGetTensorImpl()->bump_version();  // the graph's saved copy is stale now
         }
       } else {

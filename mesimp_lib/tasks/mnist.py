@@ -17,8 +17,9 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
+from torch.nn.modules import module as _nn_module
 
-from ..meprop import MePropLinear
+from ..meprop import MePropLinear, _fused
 
 __all__ = ["MNIST_FILES", "MLP", "MnistData", "accuracy", "data_root", "load_mnist", "read_idx"]
 
@@ -223,13 +224,11 @@ class MLP(nn.Module):
     def _native_key(self) -> tuple:
         """Everything the whole-network call depends on, read cheaply (ids of the tensors and of the record,
         which the cached call keeps alive, so no id is reused while it is cached)."""
-        from torch.nn.modules import module as _mod
-
         opt = self.__dict__.get("_backward_opt")
         ostate = None if opt is None else opt.state
         key = [self.fuse_native, self.training, self.__dict__["act_hook"] is None, id(self._modules["dropout"]),
-               bool(_mod._global_forward_hooks or _mod._global_forward_pre_hooks or _mod._global_backward_hooks
-                    or _mod._global_backward_pre_hooks), id(opt)]
+               bool(_nn_module._global_forward_hooks or _nn_module._global_forward_pre_hooks
+                    or _nn_module._global_backward_hooks or _nn_module._global_backward_pre_hooks), id(opt)]
         for layer in (*self._modules["hidden"]._modules.values(), self._modules["output"]):
             d, prm = layer.__dict__, layer._parameters
             w, b, st = prm["weight"], prm["bias"], d["stats"]
@@ -324,8 +323,6 @@ class MLP(nn.Module):
             if x.shape[-1] != call[0][0].shape[1]:
                 raise ValueError(f"input has {x.shape[-1]} features in its last dimension; this model expects "
                                  f"in_features={call[0][0].shape[1]}")
-            from ..meprop import _fused
-
             opt = self.__dict__.get("_backward_opt")
             if opt is None:
                 hp = []
