@@ -363,7 +363,11 @@ class MePropLinearFunction(torch.autograd.Function):
         if hooks is not None and hooks.grad_mask is not None:
             g = g * hooks.grad_mask  # removed units (meSimp mask realisation) get no gradient
 
-        if plan.k is None:  # ---------------------------------------------- dense
+        if plan.k is None and plan.fused:  # ------------------------ dense, narrow layer, native loops
+            grad_x, vals, grad_b = _fused().narrow_dense_backward(g, x, weight, need_x, need_w, need_b)
+            touched = computed = out
+            idx = None
+        elif plan.k is None:  # -------------------------------------------- dense
             if need_x:
                 grad_x = g @ weight  # (N, in)
             if need_w:
@@ -488,6 +492,18 @@ def fused_applies(kernel: str, k_effective, weight: torch.Tensor) -> bool:
         _require_kernels(kernel)
         return True
     return _fused() is not None
+
+
+NARROW_DENSE = 64  # a dense (k=None) layer this narrow (out <= 64, an output layer) has a native backward
+
+
+def narrow_dense_applies(kernel: str, weight: torch.Tensor) -> bool:
+    """Whether a dense (k=None) layer's backward takes the native ``narrow_dense_backward``: at most NARROW_DENSE
+    outputs (three small BLAS calls cost more in fixed overheads than the sums), kernel "fused" or "native" (the
+    same loops as the whole-network native node, so both paths give the same bits), a CPU float32/float64 weight
+    and kernels built here. Not for "auto": runs made with it keep their PyTorch dense output layer."""
+    return (kernel in ("fused", "native") and weight.shape[0] <= NARROW_DENSE and weight.device.type == "cpu"
+            and weight.dtype in (torch.float32, torch.float64) and _fused() is not None)
 
 
 _NO_ROWS = torch.empty(0, 0)  # "no tensor" for the native kernels' optional arguments
@@ -697,7 +713,8 @@ class MePropLinear(TopKWidth, nn.Module):
             weight_grad,
             self.count_zero_hits,
             self.compact_threshold,
-            fused_applies(self.kernel, self.k_effective, self.weight),
+            fused_applies(self.kernel, self.k_effective, self.weight) if self.k_effective is not None
+            else narrow_dense_applies(self.kernel, self.weight),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -51,3 +51,6 @@ def test_bench_quick_runs_and_is_correct(tmp_path):
     assert big["speedup"] > 3
     # the floor row: a backward node doing no work beats the dense backward of the paper's MLP
     assert r["floor"] and r["floor"][0]["batch"] == 10 and r["floor"][0]["speedup"] > 1
+    assert r["floor"][0]["grad_speedup"] > 1 and r["floor"][0]["node"] in ("C++", "Python")
+    # every MLP row has both measurements: loss.backward() and the model backward from the output gradient
+    assert r["mlp"] and all(row["grad_speedup"] > 0 and row["grad_meprop_ms"] > 0 for row in r["mlp"])

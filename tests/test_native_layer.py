@@ -453,3 +453,45 @@ def test_step_in_backward_follows_the_optimizer_state_and_needs_sparse_weight_gr
     pb = _train(b, opt_b, 3, False)[0]
     for u, v in zip(pa, pb):
         assert torch.equal(u, v)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("n, out, inp", [(10, 10, 500), (1, 3, 7), (33, 64, 129)])
+def test_narrow_dense_backward_matches_the_dense_products(dtype, n, out, inp):
+    from mesimp_lib.fused import kernels
+
+    gen = torch.Generator().manual_seed(n + out)
+    g, x, w = (torch.randn(*s, generator=gen, dtype=dtype) for s in ((n, out), (n, inp), (out, inp)))
+    dx, dw, db = kernels().narrow_dense_backward(g, x, w, True, True, True)
+    tol = dict(rtol=1e-5, atol=1e-5) if dtype == torch.float32 else dict(rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(dx, g @ w, **tol)
+    torch.testing.assert_close(dw, g.t() @ x, **tol)
+    torch.testing.assert_close(db, g.sum(0), **tol)
+    assert kernels().narrow_dense_backward(g, x, w, False, False, True)[:2] == [None, None]
+    with pytest.raises(RuntimeError, match="narrow_dense_backward"):
+        kernels().narrow_dense_backward(g, x, w.t().contiguous(), True, True, True)
+
+
+@pytest.mark.parametrize("kernel, expected", [("torch", False), ("auto", False), ("fused", True), ("native", True)])
+def test_dense_output_layer_takes_the_narrow_kernel_only_when_asked(kernel, expected):
+    from mesimp_lib.meprop import NARROW_DENSE
+
+    narrow = MePropLinear(20, NARROW_DENSE, None, kernel=kernel, weight_grad="dense")
+    wide = MePropLinear(20, NARROW_DENSE + 1, None, kernel=kernel, weight_grad="dense")
+    assert narrow._plan().fused is expected and wide._plan().fused is False
+    # the per-layer paths agree bit for bit with the whole-network node (same loops), and with PyTorch up to rounding
+    x, g = torch.randn(6, 20), torch.randn(6, NARROW_DENSE)
+    ref = MePropLinear(20, NARROW_DENSE, None, weight_grad="dense")
+    ref.load_state_dict(narrow.state_dict())
+    for a, b in zip(run(narrow, x, g), run(ref, x, g)):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_no_work_node_returns_no_gradient():
+    from mesimp_lib.fused import kernels
+
+    x, w = torch.randn(3, 4), torch.randn(5, 4, requires_grad=True)
+    y = kernels().no_work_node(x, [w], 7)
+    assert y.shape == (3, 7) and not y.any() and y.requires_grad
+    y.sum().backward()
+    assert w.grad is None

@@ -311,6 +311,15 @@ inline void combine_rows(int64_t n, int64_t cnt, const T* coef, const T* const* 
   comb_chunks<T, 1>(i, n, cnt, coef, rows, first_is_init, dst);
 }
 
+// dst[j] += sum_b g[b, j] (added in b order; dst and g do not overlap, so the loop vectorises)
+template <typename T>
+inline void column_sums(const T* __restrict g, int64_t N, int64_t out, T* __restrict dst) {
+  for (int64_t b = 0; b < N; ++b) {
+    const T* __restrict gr = g + b * out;
+    for (int64_t j = 0; j < out; ++j) dst[j] += gr[j];
+  }
+}
+
 template <typename T>
 void topk_impl(const torch::Tensor& g, const torch::Tensor& x, const torch::Tensor& W, int64_t k, bool select,
                torch::Tensor& idx, torch::Tensor& kept, double scale, torch::Tensor* dx, torch::Tensor* db,
@@ -324,7 +333,7 @@ void topk_impl(const torch::Tensor& g, const torch::Tensor& x, const torch::Tens
   int64_t* ip = idx.data_ptr<int64_t>();
   T* kp = kept.data_ptr<T>();
   // 1. selection and the kept values
-  SelectWork<T> work;
+  static thread_local SelectWork<T> work;  // scratch reused across calls (no allocations per call)
   for (int64_t b = 0; b < N; ++b) {
     if (select) select_row<T>(gp + b * out, out, k, work, ip + b * k);
     for (int64_t t = 0; t < k; ++t) kp[b * k + t] = gp[b * out + ip[b * k + t]] * T(scale);
@@ -342,16 +351,17 @@ void topk_impl(const torch::Tensor& g, const torch::Tensor& x, const torch::Tens
     if (sparsify_bias) {
       for (int64_t e = 0; e < N * k; ++e) dbp[ip[e]] += kp[e];
     } else {
-      for (int64_t b = 0; b < N; ++b)
-        for (int64_t j = 0; j < out; ++j) dbp[j] += gp[b * out + j];
+      column_sums<T>(gp, N, out, dbp);
     }
   }
   // 4. input gradient: dx[b] = sum of the k kept entries times their rows of W (zeros skipped), each dx
   //    element written once
   if (dx) {
     T* dxp = dx->data_ptr<T>();
-    std::vector<const T*> rws(k);
-    std::vector<T> cf(k);
+    static thread_local std::vector<const T*> rws;
+    static thread_local std::vector<T> cf;
+    rws.resize(k);
+    cf.resize(k);
     for (int64_t b = 0; b < N; ++b) {
       int64_t cnt = 0;
       for (int64_t t = 0; t < k; ++t) {
@@ -364,7 +374,8 @@ void topk_impl(const torch::Tensor& g, const torch::Tensor& x, const torch::Tens
     }
   }
   // 5. the rows of dW: the sorted union of the selected rows (a row selected only with value 0 gets a 0 row)
-  std::vector<int64_t> pos(out, -1);
+  static thread_local std::vector<int64_t> pos;
+  pos.assign(out, -1);
   for (int64_t e = 0; e < N * k; ++e) pos[ip[e]] = 0;  // every selected row, as the PyTorch path
   int64_t U = 0;
   for (int64_t j = 0; j < out; ++j)
@@ -386,20 +397,23 @@ void topk_impl(const torch::Tensor& g, const torch::Tensor& x, const torch::Tens
   // compact: row u = the first contribution to it (even a 0), plus the non-zero later ones, in example order;
   // each row written once. With apply: each row is formed in a small buffer and handed to apply(row index,
   // values) at once (the optimizer-in-backward path), no (U, in) tensor.
-  std::vector<T> rowbuf;
-  T* vp;
+  static thread_local std::vector<T> rowbuf;
+  T* vp = nullptr;
   if (apply) {
     rowbuf.resize(in);
   } else {
     vals_out = torch::empty({U, in}, x.options());
     vp = vals_out.data_ptr<T>();
   }
-  std::vector<int64_t> start(U + 1, 0);
+  static thread_local std::vector<int64_t> start, cnt;
+  start.assign(U + 1, 0);
+  cnt.assign(U, 0);
   for (int64_t e = 0; e < N * k; ++e) ++start[pos[ip[e]] + 1];
   for (int64_t u = 0; u < U; ++u) start[u + 1] += start[u];
-  std::vector<const T*> rws(N * k);
-  std::vector<T> cf(N * k);
-  std::vector<int64_t> cnt(U, 0);
+  static thread_local std::vector<const T*> rws;
+  static thread_local std::vector<T> cf;
+  rws.resize(N * k);
+  cf.resize(N * k);
   for (int64_t b = 0; b < N; ++b)
     for (int64_t t = 0; t < k; ++t) {
       const T v = kp[b * k + t];
@@ -626,6 +640,44 @@ std::vector<torch::Tensor> unified_backward(torch::Tensor g, torch::Tensor x, to
   return {dx, idx, rows};
 }
 
+// The dense backward of a narrow layer (the output layer, out <= 64) in native loops instead of three small
+// BLAS calls, whose fixed costs dominate at these shapes: dx[b] = sum_c g[b, c] W[c] (c in order),
+// dW[c] = sum_b g[b, c] x[b] (b in order), db[c] = sum_b g[b, c]. Every output element is written once, the
+// sums formed in registers (combine_multi). Returns {dx or empty, dW (out, in) or empty, db or empty}.
+std::vector<torch::Tensor> narrow_dense_backward(torch::Tensor g, torch::Tensor x, torch::Tensor W, bool need_x,
+                                                 bool need_w, bool need_b) {
+  TORCH_CHECK(g.device().is_cpu() && g.dim() == 2 && x.dim() == 2 && W.dim() == 2 && g.size(0) == x.size(0) &&
+                  W.size(0) == g.size(1) && W.size(1) == x.size(1) && g.scalar_type() == x.scalar_type() &&
+                  W.scalar_type() == g.scalar_type(),
+              "narrow_dense_backward: g (N, out), x (N, in), W (out, in) of one dtype on the CPU");
+  g = g.contiguous();
+  x = x.contiguous();
+  W = W.contiguous();
+  const int64_t N = g.size(0), out = g.size(1), in = x.size(1);
+  torch::Tensor dx = need_x ? torch::empty({N, in}, x.options()) : torch::Tensor();
+  torch::Tensor dW = need_w ? torch::empty({out, in}, x.options()) : torch::Tensor();
+  torch::Tensor db = need_b ? torch::zeros({out}, g.options()) : torch::Tensor();
+  AT_DISPATCH_FLOATING_TYPES(g.scalar_type(), "narrow_dense_backward", [&] {
+    using T = scalar_t;
+    const T* gp = g.data_ptr<T>();
+    if (need_x) {
+      std::vector<const T*> src(out);
+      for (int64_t c = 0; c < out; ++c) src[c] = W.data_ptr<T>() + c * in;
+      combine_multi<T>(in, N, out, gp, src.data(), dx.data_ptr<T>());
+    }
+    if (need_w) {
+      std::vector<const T*> src(N);
+      for (int64_t b = 0; b < N; ++b) src[b] = x.data_ptr<T>() + b * in;
+      std::vector<T> gt(out * N);
+      for (int64_t b = 0; b < N; ++b)
+        for (int64_t c = 0; c < out; ++c) gt[c * N + b] = gp[b * out + c];
+      combine_multi<T>(in, out, N, gt.data(), src.data(), dW.data_ptr<T>());
+    }
+    if (need_b) column_sums<T>(gp, N, out, db.data_ptr<T>());
+  });
+  return {dx, dW, db};
+}
+
 // One Adam step over a list of parameters. For parameter i: grads[i] is the dense gradient
 // (rows[i] not 1-D, e.g. an empty (0, 0) tensor) or the values (R, in) of the rows rows[i] (R,) (only those rows of params[i], exp_avgs[i], exp_avg_sqs[i]
 // change). steps[i] is the step count t after this step (for the bias corrections).
@@ -730,6 +782,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("per_example_backward", &per_example_backward, "fused per-example meProp backward (CPU)");
   m.def("topk_backward", &topk_backward, "per-example top-k selection + backward + record in one pass (CPU)");
   m.def("unified_backward", &unified_backward, "unified meProp backward in one native call");
+  m.def("narrow_dense_backward", &narrow_dense_backward, "dense backward of a narrow (output) layer in native loops");
   m.def("adam_step", &adam_step, "dense or row-lazy Adam step over a list of parameters (CPU)");
   m.def("lazy_adam_step", &lazy_adam_step, "LazyAdam's step in one call: step counts, gradients read from p.grad");
   init_native(m);

@@ -8,7 +8,8 @@
 //     The weight gradient goes back through autograd: weight_grad = 1 "sparse": a coalesced row-sparse
 //     sparse_coo_tensor of those rows (what LazyAdam / LazySGD / SGD consume); 0 "dense": the rows written
 //     into a zero (out, in) tensor.
-// Backward, k == 0: the dense backward (g @ W, g^T x, g.sum(0)), as the PyTorch path does.
+// Backward, k == 0: the dense backward (g @ W, g^T x, g.sum(0)), as the PyTorch path does; for a narrow layer
+// (out <= 64: the output layer) the same sums in native loops (narrow_dense_backward).
 // Stats: counts (out,) int64 += the record; acc (7,) int64 += {calls, examples, rows touched (last, total),
 // multiply-adds done, dense multiply-adds}, acc[6] = 1 (this path recorded the last step, with indices) or 2
 // (dense, no indices); last is set_() to the selected indices. Empty tensors = not tracked.
@@ -30,7 +31,12 @@ std::vector<torch::Tensor> topk_backward_adam(torch::Tensor g, torch::Tensor x, 
                                               torch::Tensor m, torch::Tensor v, double step, double lr, double beta1,
                                               double beta2, double eps);
 
+std::vector<torch::Tensor> narrow_dense_backward(torch::Tensor g, torch::Tensor x, torch::Tensor W, bool need_x,
+                                                 bool need_w, bool need_b);
+
 namespace {
+
+constexpr int64_t kNarrow = 64;  // dense layers this narrow (out <= 64) take narrow_dense_backward
 
 using torch::Tensor;
 using torch::autograd::AutogradContext;
@@ -66,7 +72,15 @@ std::vector<Tensor> layer_backward(const Tensor& g_in, const Tensor& x, const Te
   const int64_t n = g.size(0), out = g.size(1), in = x.size(1);
   Tensor gx, gw, gb, rows, vals, sel;
   int64_t touched, computed;
-  if (k == 0) {  // dense
+  if (k == 0 && out <= kNarrow && (g.scalar_type() == torch::kFloat || g.scalar_type() == torch::kDouble)) {
+    // dense, narrow (the output layer): native loops, no BLAS call overheads
+    auto r = narrow_dense_backward(g, x, W, need_x, need_w, need_b);
+    gx = r[0];
+    vals = r[1];
+    gb = r[2];
+    touched = computed = out;
+    if (need_w && wg == 1) rows = torch::arange(out, g.options().dtype(torch::kLong));
+  } else if (k == 0) {  // dense
     if (need_x) gx = g.mm(W);
     if (need_w) vals = g.t().mm(x);
     if (need_b) gb = g.sum(0);
@@ -277,6 +291,23 @@ struct MePropMLPNativeFn : public torch::autograd::Function<MePropMLPNativeFn> {
   }
 };
 
+// The benchmark's floor (bench_backward_floor): ONE C++ backward node that does no work and returns no gradient,
+// standing where a whole-network node would (inputs x and params, output (N, out) zeros).
+struct NoWorkFn : public torch::autograd::Function<NoWorkFn> {
+  static Tensor forward(AutogradContext* ctx, const Tensor& x, at::TensorList params, int64_t out) {
+    ctx->saved_data["n"] = int64_t(1 + params.size());
+    return torch::zeros({x.size(0), out}, x.options());
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grad_outputs) {
+    return variable_list(ctx->saved_data["n"].toInt() + 1);  // x, each param, out: all undefined
+  }
+};
+
+Tensor no_work_node(const Tensor& x, std::vector<Tensor> params, int64_t out) {
+  return NoWorkFn::apply(x, at::TensorList(params), out);
+}
+
 // x (N, in), W (out, in), b (out,) or None. acc/counts/last: the layer's stats tensors, or empty.
 Tensor meprop_linear_native(const Tensor& x, const Tensor& W, const std::optional<Tensor>& b, int64_t k, bool random,
                             double scale, bool sparsify_bias, int64_t weight_grad, bool count_zero_hits,
@@ -344,6 +375,8 @@ void init_native(pybind11::module& m) {
         pybind11::arg("x"), pybind11::arg("W"), pybind11::arg("b"), pybind11::arg("k"), pybind11::arg("random"),
         pybind11::arg("scale"), pybind11::arg("sparsify_bias"), pybind11::arg("weight_grad"),
         pybind11::arg("count_zero_hits"), pybind11::arg("counts"), pybind11::arg("acc"), pybind11::arg("last"));
+  m.def("no_work_node", &no_work_node, "a C++ autograd node whose backward does no work (the benchmark's floor)",
+        pybind11::arg("x"), pybind11::arg("params"), pybind11::arg("out"));
   m.def("meprop_mlp_native", &meprop_mlp_native,
         "a ReLU MLP of meProp layers as ONE C++ autograd function (forward addmm + relu, backward every layer's "
         "fused top-k backward)",
