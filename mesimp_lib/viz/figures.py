@@ -458,12 +458,14 @@ def bench_facts(bench: dict) -> list[str]:
     out.append("784-500-500-10 whole backward, batch 10, k=20, FLOP limit "
                f"{_mlp_backward_limit(20):.1f}x:")
     rows = [r for r in bench.get("mlp") or [] if r["batch"] == 10 and r["k"] == 20]
-    out += [f"  {r['mode']:11s} kernel {r.get('kernel', 'torch'):5s} dW {r.get('weight_grad', 'buffer'):6s}: "
+    out += [f"  {r['mode']:11s} kernel {r.get('kernel', 'torch'):6s} dW {r.get('weight_grad', 'buffer'):6s}: "
             f"dense {r['dense_ms']:.3f} ms, meProp {r['meprop_ms']:.3f} ms, speedup {r['speedup']:.2f}x"
+            + (f" (model backward alone: {r['grad_speedup']:.2f}x)" if "grad_speedup" in r else "")
             for r in rows] or [f"  {missing}"]
     floor = [r for r in bench.get("floor") or [] if r["batch"] == 10]
     out += [f"  the floor: a loss.backward() whose model is one node doing no work: {r['floor_ms']:.3f} ms, "
             f"{r['speedup']:.1f}x faster than dense (the ceiling of any backward through loss.backward() here)"
+            + (f"; the model backward alone: {r['grad_speedup']:.1f}x" if "grad_speedup" in r else "")
             for r in floor]
     out.append(f"whole training step, batch 10, k=20, FLOP limit of forward + backward {_mlp_step_limit(20):.2f}x:")
     rows = [r for r in bench.get("step") or [] if r["batch"] == 10 and r["k"] == 20]
