@@ -27,7 +27,8 @@ HELP = {
     "layers": "number of hidden layers",
     "dropout": "dropout rate after every hidden activation",
     "optimizer": "adam or adagrad (unmodified, as the paper), sgd, or lazy_adam / lazy_sgd (update only rows "
-                 "with a gradient: NOT the paper's optimizer)",
+                 "with a gradient: NOT the paper's optimizer; on pos / parse the embeddings then get row-sparse "
+                 "gradients, so only the rows looked up move)",
     "lr": "learning rate (default 1e-3 for adam, 1e-2 for adagrad)",
     "epochs": "training epochs",
     "batch_size": "mini-batch size (paper C#: 10, authors' PyTorch: 50)",

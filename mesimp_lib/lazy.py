@@ -17,7 +17,8 @@ Which rows had a gradient comes from the gradient itself when it is row-sparse (
 ``MePropLinear`` with ``weight_grad="sparse"`` hands over a coalesced ``sparse_coo_tensor`` of
 the selected rows: the fastest path, no dense ``[out, in]`` gradient exists at all), or from
 ``MePropLinear``'s gradient buffer (``weight_grad="buffer"``: the rows it wrote since the buffer
-was last cleared), so no scan of the gradient is needed. Weight decay and AMSGrad are not
+was last cleared), so no scan of the gradient is needed. Embeddings built with ``sparse=True`` (the
+NLP models do this when ``TrainConfig.optimizer`` is lazy) hand over the rows looked up the same way. Weight decay and AMSGrad are not
 supported.
 
 Speed: ``LazyAdam`` makes one native call per step for all its parameters (the C++ kernels of

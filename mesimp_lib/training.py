@@ -127,8 +127,9 @@ class TrainConfig:
         if self.task == "pos" and self.kernel != "torch":
             bad("kernel", "'torch' (the default) for task='pos': the LSTM layers pick their own backward "
                 "(the native kernel when it builds, else PyTorch; the result's data.lstm_kernel says which)")
-        if self.task != "mnist" and self.optimizer in ("lazy_adam", "lazy_sgd"):
-            bad("optimizer", "adam, adagrad, sgd (the lazy optimizers are wired to the MNIST MLP only)")
+        if self.task != "mnist" and self.lazy and self.grad_clip is not None:
+            bad("grad_clip", f"None with a lazy optimizer on task={self.task!r} (its embeddings then have row-sparse "
+                "gradients, which element-wise clipping cannot take)")
         if isinstance(self.meact_start_epoch, bool) or not isinstance(self.meact_start_epoch, int) or self.meact_start_epoch < 1:
             bad("meact_start_epoch", "an int >= 1 (one epoch at least, so every example has stored activations)")
         if isinstance(self.meact_threshold, bool) or not isinstance(self.meact_threshold, (int, float)) or self.meact_threshold < 0:
@@ -171,6 +172,12 @@ class TrainConfig:
     @property
     def hidden_mode(self) -> str:
         return "random" if self.method == "random" else self.mode
+
+    @property
+    def lazy(self) -> bool:
+        """A lazy optimizer (not the paper's): the NLP models then give their embeddings row-sparse gradients,
+        so that only the rows looked up in a step are updated."""
+        return self.optimizer in ("lazy_adam", "lazy_sgd")
 
     @property
     def learning_rate(self) -> float:

@@ -257,3 +257,30 @@ def test_bad_values_raise(small, vocab):
     c = P.Configuration(2)
     with pytest.raises(ValueError, match="LEFT is not legal"):
         c.apply((P.LEFT, "nsubj"))
+
+
+@pytest.mark.parametrize("optimizer", ["lazy_adam", "lazy_sgd"])
+def test_lazy_optimizers_train_the_parser(small, optimizer):
+    cfg = TrainConfig(task="parse", method="meprop", k=8, hidden=64, epochs=1, batch_size=128, train_limit=100,
+                      evals_per_epoch=1, optimizer=optimizer, rows_every=5)
+    r = train(cfg, data=small, progress=False, return_model=True)
+    model = r["model"]
+    assert all(e.sparse for e in (model.word_embed, model.tag_embed, model.label_embed))
+    assert 0 <= r["test_acc"] <= 1 and r["config"]["optimizer"] == optimizer
+    with pytest.raises(ValueError, match="grad_clip"):
+        TrainConfig(task="parse", optimizer=optimizer, grad_clip=5.0)
+
+
+def test_lazy_step_moves_only_the_embedding_rows_looked_up():
+    from mesimp_lib.lazy import LazyAdam
+
+    torch.manual_seed(0)
+    model = P.ParserModel(40, 12, 9, 5, embed_dim=4, hidden=16, k=3, sparse_embeddings=True)
+    feats = torch.randint(0, 9, (6, P.N_FEATURES))  # ids < 9: word rows 9.. (of 40) are never looked up
+    opt = LazyAdam(model.parameters())
+    before = model.word_embed.weight.detach().clone()
+    torch.nn.functional.cross_entropy(model(feats), torch.randint(0, 5, (6,))).backward()
+    assert model.word_embed.weight.grad.is_sparse
+    opt.step()
+    moved = (model.word_embed.weight.detach() != before).any(1)
+    assert not moved[9:].any() and moved[:9].any()

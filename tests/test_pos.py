@@ -110,3 +110,29 @@ def test_bad_arguments(data):
         BiLSTMTagger(10, 3, dropout=1.5)
     with pytest.raises(ValueError, match="k"):
         BiLSTMTagger(10, 3, hidden=8, k=-2)
+
+
+def test_lazy_adam_trains_the_tagger_and_moves_only_the_words_seen(data):
+    from mesimp_lib.lazy import LazyAdam
+
+    config = TrainConfig(task="pos", method="meprop", k=3, hidden=16, embed_dim=8, epochs=1, batch_size=32,
+                         train_limit=100, evals_per_epoch=1, optimizer="lazy_adam")
+    r = train(config, data=data, progress=False, return_model=True)
+    assert r["model"].embed.sparse and 0 <= r["test_acc"] <= 1
+    with pytest.raises(ValueError, match="grad_clip"):
+        TrainConfig(task="pos", optimizer="lazy_sgd", grad_clip=5.0)
+    # one step by hand: embedding rows of words not in the batch stay as they were (and so do their moments)
+    torch.manual_seed(0)
+    model = BiLSTMTagger(len(data.words), len(data.tags), embed_dim=8, hidden=6, k=2, sparse_embeddings=True)
+    words, tags, lengths = batches(data.train[:4], 4)[0]
+    opt = LazyAdam(model.parameters())
+    before = model.embed.weight.detach().clone()
+    logits = model(words, lengths)
+    mask = torch.arange(words.shape[1])[None, :] < lengths[:, None]
+    torch.nn.functional.cross_entropy(logits[mask], tags[mask]).backward()
+    assert model.embed.weight.grad.is_sparse
+    opt.step()
+    moved = (model.embed.weight.detach() != before).any(1)
+    seen = torch.zeros(len(data.words), dtype=torch.bool)
+    seen[words[mask].unique()] = True
+    assert not moved[~seen].any() and moved[seen].any()

@@ -500,7 +500,8 @@ class ParserModel(nn.Module):
 
     def __init__(self, n_words: int, n_tags: int, n_labels: int, n_transitions: int, embed_dim: int = 50,
                  hidden: int = 500, k=None, mode: str = "per_example", k_out=None, activation: str = "cube",
-                 dropout: float = 0.0, embed_std: float = 0.1, device=None, **layer_kwargs):
+                 dropout: float = 0.0, embed_std: float = 0.1, sparse_embeddings: bool = False, device=None,
+                 **layer_kwargs):
         super().__init__()
         if activation not in ACTIVATIONS:
             raise ValueError(f"activation={activation!r} is not allowed; allowed: {', '.join(ACTIVATIONS)}")
@@ -510,9 +511,10 @@ class ParserModel(nn.Module):
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout={dropout} must be in [0, 1)")
         self.activation = activation
-        self.word_embed = nn.Embedding(n_words, embed_dim, device=device)
-        self.tag_embed = nn.Embedding(n_tags, embed_dim, device=device)
-        self.label_embed = nn.Embedding(n_labels, embed_dim, device=device)
+        # sparse_embeddings: row-sparse gradients of the rows looked up (for the lazy optimizers)
+        self.word_embed = nn.Embedding(n_words, embed_dim, sparse=sparse_embeddings, device=device)
+        self.tag_embed = nn.Embedding(n_tags, embed_dim, sparse=sparse_embeddings, device=device)
+        self.label_embed = nn.Embedding(n_labels, embed_dim, sparse=sparse_embeddings, device=device)
         for emb in (self.word_embed, self.tag_embed, self.label_embed):
             nn.init.normal_(emb.weight, 0.0, embed_std)
         first = MePropLinear(N_FEATURES * embed_dim, hidden, k, mode, device=device, **layer_kwargs)
@@ -548,6 +550,7 @@ def build_parser_model(config, vocab: ParserVocab) -> ParserModel:
         embed_dim=config.embed_dim or 50, hidden=hidden, k=config.hidden_k, mode=config.hidden_mode,
         k_out=config.k_out, activation=config.activation or "cube", dropout=config.dropout,
         rescale=config.rescale, weight_grad=config.weight_grad, kernel=config.kernel, device=config.device,
+        sparse_embeddings=config.lazy,
     )
     model.vocab = vocab
     return model

@@ -108,14 +108,16 @@ class BiLSTMTagger(nn.Module):
         k, mode: meProp on every gate of both directions (None = dense).
         k_out: meProp on the output layer (None = dense, as the paper).
         dropout: dropout on the embeddings and on the BiLSTM output.
+        sparse_embeddings: row-sparse embedding gradients (the rows looked up), for the lazy optimizers.
     """
 
     def __init__(self, vocab_size: int, n_tags: int, embed_dim: int = 100, hidden: int = 500, k=None,
-                 mode: str = "per_example", k_out=None, dropout: float = 0.0, device=None, **lstm_kwargs):
+                 mode: str = "per_example", k_out=None, dropout: float = 0.0, sparse_embeddings: bool = False,
+                 device=None, **lstm_kwargs):
         super().__init__()
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout={dropout} must be in [0, 1)")
-        self.embed = nn.Embedding(vocab_size, embed_dim, padding_idx=0, device=device)
+        self.embed = nn.Embedding(vocab_size, embed_dim, padding_idx=0, sparse=sparse_embeddings, device=device)
         self.fwd = MePropLSTM(embed_dim, hidden, k, mode, reverse=False, device=device, **lstm_kwargs)
         self.bwd = MePropLSTM(embed_dim, hidden, k, mode, reverse=True, device=device, **lstm_kwargs)
         self.output = MePropLinear(2 * hidden, n_tags, k_out, mode, device=device)
@@ -165,8 +167,8 @@ def build_tagger(config, data: PosData) -> BiLSTMTagger:
             raise ValueError(f"hidden={hidden!r}: the POS tagger has one BiLSTM layer, give one width")
         hidden = hidden[0]
     return BiLSTMTagger(len(data.words), len(data.tags), config.embed_dim or 100, hidden, config.hidden_k,
-                        config.hidden_mode, config.k_out, config.dropout, device=config.device,
-                        rescale=config.rescale)
+                        config.hidden_mode, config.k_out, config.dropout, sparse_embeddings=config.lazy,
+                        device=config.device, rescale=config.rescale)
 
 
 def train_pos(config, data: PosData | None = None, progress: bool = True, on_eval=None,
