@@ -252,7 +252,7 @@ STEP_VARIANTS = {
     "meProp + Adam": (True, "torch", "buffer", "adam"),
     "meProp fused + Adam": (True, "fused", "buffer", "adam"),
     "meProp fused + lazy Adam": (True, "fused", "sparse", "lazy_adam"),
-    # the layer as a C++ autograd function (MePropLinear(kernel="native"), per example / random only)
+    # the layer as a C++ autograd function (MePropLinear(kernel="native"))
     "meProp native + lazy Adam": (True, "native", "sparse", "lazy_adam"),
     # the same update applied inside the backward (MLP.step_in_backward): no gradient tensors stored
     "meProp native + lazy Adam in backward": (True, "native", "sparse", "lazy_adam_in_backward"),
@@ -425,8 +425,6 @@ def run_benchmark(quick: bool = False, scale: float = 1.0, progress=print) -> di
             for mode in ("per_example", "unified"):
                 for k in (20,) if quick else (10, 20, 40, 80):
                     for kernel, wg in variants:
-                        if kernel == "native" and mode == "unified":  # the native layer is per example only
-                            continue
                         row = bench_mlp(b, k, mode, 1, scale, kernel=kernel, weight_grad=wg)
                         mlp_rows.append(row)
                         progress(_line(row))
@@ -439,8 +437,6 @@ def run_benchmark(quick: bool = False, scale: float = 1.0, progress=print) -> di
         for b in (10,) if quick else (10, 50):
             for mode in ("per_example",) if quick else ("per_example", "unified"):
                 for v in step_variants:
-                    if STEP_VARIANTS[v][1] == "native" and mode == "unified":
-                        continue
                     row = bench_step(b, 20, mode, v, 1, scale, sections=not quick)
                     step_rows.append(row)
                     progress(_line(row))

@@ -40,8 +40,8 @@ HELP = {
     "weight_grad": "how meProp hands dW to the optimizer: buffer (fast, any optimizer), dense, sparse "
                    "(row-sparse; sgd / lazy_adam / lazy_sgd only; fastest with lazy_adam)",
     "kernel": "meProp backward: torch (pure PyTorch), fused (native C++ kernels, built on first use; error if "
-              "they cannot be built), auto (fused when available, logged) or native (per example: the whole layer "
-              "as a C++ autograd function; needs --weight-grad sparse or dense)",
+              "they cannot be built), auto (fused when available, logged) or native (the whole layer "
+              "as a C++ autograd function, the whole MLP as one; needs --weight-grad sparse or dense)",
     "rows_every": "measure weight rows really changed every N steps (0 = never)",
     "device": "cpu or cuda",
     "prune_rate": "meSimp: remove unit j if hits[j] < floor(prune_rate * seen)",

@@ -59,7 +59,8 @@ __all__ = [
 MODES = ("per_example", "unified", "random")
 WEIGHT_GRADS = ("buffer", "dense", "sparse")
 KERNELS = ("torch", "fused", "auto", "native")
-NATIVE_MODES = ("per_example", "random")
+NATIVE_MODES = ("per_example", "random", "unified")
+_NATIVE_MODE_CODES = {"per_example": 0, "random": 1, "unified": 2}  # the C++ functions' mode argument
 NATIVE_WEIGHT_GRADS = ("sparse", "dense")
 
 
@@ -562,8 +563,7 @@ def _check_mode(mode: str) -> None:
 
 def _check_native(mode: str, weight_grad: str) -> None:
     if mode not in NATIVE_MODES:
-        raise ValueError(f"kernel='native' supports mode {' / '.join(NATIVE_MODES)}, not {mode!r} "
-                         "(use kernel='fused' for unified)")
+        raise ValueError(f"kernel='native' supports mode {' / '.join(NATIVE_MODES)}, not {mode!r}")
     if weight_grad not in NATIVE_WEIGHT_GRADS:
         raise ValueError(f"kernel='native' returns the weight gradient through autograd: weight_grad='sparse' "
                          f"(LazyAdam, LazySGD, SGD) or 'dense', not {weight_grad!r}")
@@ -634,7 +634,7 @@ class MePropLinear(TopKWidth, nn.Module):
             written straight into the gradient buffer; unified, one native call), or "auto"
             (fused when it can be built and applies: CPU, float32/64, ``weight_grad="buffer"``), or "native"
             (opt-in: the whole layer, forward and backward, is one C++ autograd function around the fused
-            kernel, so autograd never calls into Python for it; per_example / random modes, CPU float32/64,
+            kernel, so autograd never calls into Python for it; every mode, CPU float32/64,
             ``weight_grad="sparse"`` (for LazyAdam / LazySGD / SGD) or ``"dense"``; the same results as
             "fused"; the record is accumulated natively (``stats`` is a ``NativeMePropStats``). Layers with
             ``hooks`` (meSimp) take the fused Python path; a dense layer (k None) runs the dense backward in C++).
@@ -745,7 +745,8 @@ class MePropLinear(TopKWidth, nn.Module):
         return y.reshape(*x.shape[:-1], self.out_features)
 
     def _native_args(self) -> tuple:
-        """(k, random, scale, counts, acc, last) for the native functions; checks that this layer can run natively."""
+        """(k, mode code, scale, counts, acc, last) for the native functions; checks that this layer can run
+        natively."""
         _check_native(self.mode, self.weight_grad)
         w = self.weight
         if w.device.type != "cpu" or w.dtype not in (torch.float32, torch.float64):
@@ -762,16 +763,16 @@ class MePropLinear(TopKWidth, nn.Module):
             counts, acc, last = stats.counts, stats._native, stats._native_last
         else:
             counts = acc = last = _NO_ROWS
-        scale = out / k if self.rescale and k else 1.0  # as the other paths: whatever the mode
-        return k, self.mode == "random", scale, counts, acc, last
+        scale = out / k if self.rescale and k else 1.0  # as the other paths (unified ignores it, as they do)
+        return k, _NATIVE_MODE_CODES[self.mode], scale, counts, acc, last
 
     def _native_forward(self, x: torch.Tensor) -> torch.Tensor:
         """kernel="native": the whole layer is one C++ autograd function (``meprop_linear_native``); layers with
         hooks (meSimp) take the fused Python path instead, with the same results."""
-        k, random, scale, counts, acc, last = self._native_args()
+        k, mode, scale, counts, acc, last = self._native_args()
         w = self.weight
         flat = x if x.dim() == 2 else x.reshape(-1, w.shape[1])  # no view node for the common 2-D input
-        y = _fused().meprop_linear_native(flat, w, self.bias, k, random, scale, self.sparsify_bias,
+        y = _fused().meprop_linear_native(flat, w, self.bias, k, mode, scale, self.sparsify_bias,
                                           self.weight_grad == "sparse", self.count_zero_hits, counts, acc, last)
         return y if x.dim() == 2 else y.reshape(*x.shape[:-1], w.shape[0])
 

@@ -47,7 +47,7 @@ def pair(n_in, n_out, k, mode, dtype=torch.float32, **kw):
     return out
 
 
-@pytest.mark.parametrize("mode", ["per_example", "random"])
+@pytest.mark.parametrize("mode", ["per_example", "random", "unified"])
 @pytest.mark.parametrize("weight_grad", ["sparse", "dense"])
 @pytest.mark.parametrize("need_x", [True, False])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
@@ -97,6 +97,29 @@ def test_native_equals_masked_reference(b, n_in, n_out, k):
     torch.testing.assert_close(layer(x), F.linear(x, layer.weight, layer.bias))
 
 
+@pytest.mark.parametrize("count_zero_hits", [False, True])
+def test_native_unified_equals_masked_reference(count_zero_hits):
+    from mesimp_lib.meprop import select_unified
+
+    gen = torch.Generator().manual_seed(3)
+    b, n_in, n_out, k = 10, 784, 500, 20
+    x, g = torch.randn(b, n_in, generator=gen), torch.randn(b, n_out, generator=gen)
+    g[:, ::7] = 0.0  # exact zeros: not counted in the record unless count_zero_hits
+    layer = MePropLinear(n_in, n_out, k, "unified", kernel="native", weight_grad="dense",
+                         count_zero_hits=count_zero_hits)
+    gw, gb, gx = run(layer, x, g)
+    idx = layer.stats.last_indices
+    assert torch.equal(idx, select_unified(g, k).sort().values)
+    gk = torch.zeros_like(g).index_fill_(1, idx, 1.0) * g
+    torch.testing.assert_close(gx, gk @ layer.weight.detach(), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(gw, gk.t() @ x, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(gb, g.sum(0))
+    hits = torch.zeros(n_out, dtype=torch.int64)
+    hits[idx] = b if count_zero_hits else (g[:, idx] != 0).sum(0)
+    assert torch.equal(layer.stats.counts, hits)
+    assert layer.stats.last_rows_touched == k and layer.stats.macs_done == b * k * n_in * 2
+
+
 def test_native_forward_shapes_and_no_bias():
     layer = MePropLinear(6, 9, 3, kernel="native", weight_grad="sparse", bias=False)
     x = torch.randn(2, 4, 6, requires_grad=True)
@@ -114,7 +137,7 @@ def test_native_first_layer_skips_dx_and_stats_off():
     assert layer.weight.grad is not None and layer.stats.backward_calls == 0 and layer.stats.last_indices is None
 
 
-@pytest.mark.parametrize("mode", ["per_example", "random"])
+@pytest.mark.parametrize("mode", ["per_example", "random", "unified"])
 def test_native_training_with_lazy_adam_equals_fused(mode):
     from mesimp_lib.lazy import LazyAdam
     from mesimp_lib.tasks.mnist import MLP
@@ -171,16 +194,14 @@ def test_native_stats_reset_and_eval():
 
 
 def test_native_unsupported_settings_raise():
-    with pytest.raises(ValueError, match="per_example / random"):
-        MePropLinear(4, 5, 2, "unified", kernel="native", weight_grad="sparse")
     with pytest.raises(ValueError, match="weight_grad='sparse'"):
         MePropLinear(4, 5, 2, kernel="native")  # the default "buffer" is not native
     layer = MePropLinear(4, 5, 2, kernel="native", weight_grad="sparse", dtype=torch.bfloat16)
     with pytest.raises(ValueError, match="CPU float32/float64"):
         layer(torch.randn(2, 4, dtype=torch.bfloat16, requires_grad=True))
     layer = MePropLinear(4, 5, 2, kernel="native", weight_grad="sparse")
-    layer.mode = "unified"
-    with pytest.raises(ValueError, match="per_example / random"):
+    layer.mode = "bogus"
+    with pytest.raises(ValueError, match="kernel='native' supports mode per_example / random / unified"):
         layer(torch.randn(2, 4, requires_grad=True))
 
 
@@ -226,7 +247,7 @@ def _grads_and_records(net, x, y, seed=5):
     return loss.detach(), grads, x.grad, [record(layer.stats) for layer in net.meprop_layers()]
 
 
-@pytest.mark.parametrize("mode", ["per_example", "random"])
+@pytest.mark.parametrize("mode", ["per_example", "random", "unified"])
 @pytest.mark.parametrize("weight_grad", ["sparse", "dense"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("hidden,k,k_out", [([30, 20], 4, None), ([25, 40, 15], 7, 3), ([12], 12, None)])
@@ -338,7 +359,7 @@ def _train(net, opt, steps, in_backward, gen_seed=1, lr_at=None):
     return [p.detach().clone() for p in net.parameters()], opt.state_dict(), [record(l.stats) for l in net.meprop_layers()]
 
 
-@pytest.mark.parametrize("mode", ["per_example", "random"])
+@pytest.mark.parametrize("mode", ["per_example", "random", "unified"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("k_out", [None, 3])
 def test_step_in_backward_equals_lazy_adam_step_exactly(mode, dtype, k_out):

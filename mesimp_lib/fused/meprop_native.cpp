@@ -2,7 +2,10 @@
 // y = x W^T + b with at::addmm, backward = the fused per-example kernel topk_backward of meprop_fused.cpp,
 // all inside the autograd engine (no Python between the loss and the optimizer).
 //
-// Backward, k > 0 (per_example; random draws its indices here exactly as select_random does):
+// Backward, k > 0, mode 2 (unified): unified_backward (column sums, top-k, dx and the k dW rows in one call),
+// db = g.sum(0) (or the kept columns only), the record counts the non-zero entries of the kept columns; the same
+// operations as the fused Python path, so the same bits.
+// Backward, k > 0, mode 0 / 1 (per_example; random draws its indices here exactly as select_random does):
 //     one topk_backward pass: selection, kept values, the record (counts), db, dx (skipped when x needs no
 //     grad), dW as the compact rows of the union of the selected rows.
 //     The weight gradient goes back through autograd: weight_grad = 1 "sparse": a coalesced row-sparse
@@ -31,6 +34,9 @@ std::vector<torch::Tensor> topk_backward_adam(torch::Tensor g, torch::Tensor x, 
                                               torch::Tensor m, torch::Tensor v, double step, double lr, double beta1,
                                               double beta2, double eps);
 
+std::vector<torch::Tensor> unified_backward(torch::Tensor g, torch::Tensor x, torch::Tensor W, int64_t k,
+                                            bool need_x, bool need_w);
+
 std::vector<torch::Tensor> narrow_dense_backward(torch::Tensor g, torch::Tensor x, torch::Tensor W, bool need_x,
                                                  bool need_w, bool need_b);
 
@@ -44,7 +50,7 @@ using torch::autograd::variable_list;
 
 struct NativeCfg {
   int64_t k;            // 0 = dense backward
-  bool random;          // random indices instead of the top-k
+  int64_t mode;         // 0 per_example, 1 random (random indices instead of the top-k), 2 unified
   double scale;         // multiplies the kept entries (random + rescale: out / k)
   bool sparsify_bias;
   int64_t weight_grad;  // 0 dense, 1 sparse
@@ -86,9 +92,34 @@ std::vector<Tensor> layer_backward(const Tensor& g_in, const Tensor& x, const Te
     if (need_b) gb = g.sum(0);
     touched = computed = out;
     if (need_w && wg == 1) rows = torch::arange(out, g.options().dtype(torch::kLong));
+  } else if (cfg.mode == 2) {  // unified: one set of k columns for the whole batch
+    auto r = unified_backward(g, x, W, k, need_x, need_w);
+    if (need_x) gx = r[0];
+    sel = rows = r[1];  // (k,) ascending
+    if (need_w) vals = r[2];
+    if (need_b) {
+      gb = cfg.sparsify_bias ? torch::zeros({out}, g.options()).index_copy_(0, sel, g.index_select(1, sel).sum(0))
+                             : g.sum(0);
+    }
+    if (tracked(cfg.acc)) {  // every example "selected" the k columns: its non-zero entries there count
+      AT_DISPATCH_FLOATING_TYPES(g.scalar_type(), "unified_record", [&] {
+        const scalar_t* gp = g.data_ptr<scalar_t>();
+        const int64_t* ip = sel.data_ptr<int64_t>();
+        int64_t* cp = cfg.counts.data_ptr<int64_t>();
+        for (int64_t t = 0; t < k; ++t) {
+          int64_t c = n;
+          if (!cfg.count_zero_hits) {
+            c = 0;
+            for (int64_t b = 0; b < n; ++b) c += gp[b * out + ip[t]] != scalar_t(0);
+          }
+          cp[ip[t]] += c;
+        }
+      });
+    }
+    touched = computed = k;
   } else {
     Tensor given;
-    if (cfg.random) {  // as select_random: the default dtype, the global generator
+    if (cfg.mode == 1) {  // as select_random: the default dtype, the global generator
       given = std::get<1>(at::rand(g.sizes(), at::TensorOptions().device(g.device())).topk(k, 1, true, false));
     } else {
       given = torch::empty({0, 0});
@@ -146,7 +177,7 @@ std::vector<Tensor> layer_backward(const Tensor& g_in, const Tensor& x, const Te
 void save_cfg(AutogradContext* ctx, const std::string& p, const NativeCfg& cfg) {
   auto& d = ctx->saved_data;
   d[p + "k"] = cfg.k;
-  d[p + "random"] = cfg.random;
+  d[p + "mode"] = cfg.mode;
   d[p + "scale"] = cfg.scale;
   d[p + "sb"] = cfg.sparsify_bias;
   d[p + "wg"] = cfg.weight_grad;
@@ -160,7 +191,7 @@ void save_cfg(AutogradContext* ctx, const std::string& p, const NativeCfg& cfg) 
 
 NativeCfg load_cfg(AutogradContext* ctx, const std::string& p) {
   auto& d = ctx->saved_data;
-  NativeCfg cfg{d[p + "k"].toInt(), d[p + "random"].toBool(), d[p + "scale"].toDouble(), d[p + "sb"].toBool(),
+  NativeCfg cfg{d[p + "k"].toInt(), d[p + "mode"].toInt(), d[p + "scale"].toDouble(), d[p + "sb"].toBool(),
                 d[p + "wg"].toInt(), d[p + "czh"].toBool(), Tensor(), Tensor(), Tensor()};
   if (d.count(p + "acc")) {
     cfg.counts = d[p + "counts"].toTensor();
@@ -258,7 +289,8 @@ struct MePropMLPNativeFn : public torch::autograd::Function<MePropMLPNativeFn> {
       const bool need_w = ctx->needs_input_grad(1 + 2 * l);
       AdamW aw;
       bool w_in_kernel = false;
-      if (adam && cfg.k > 0 && need_w) {  // W's update inside the top-k kernel, row by row
+      if (adam && cfg.k > 0 && cfg.mode != 2 && need_w) {  // W's update inside the top-k kernel, row by row
+        // (unified: the k rows come from one product; they take the stored-gradient step below)
         float* st = adam_state[3 * (2 * l) + 2].data_ptr<float>();
         *st += 1.0f;
         aw = AdamW{adam_state[3 * (2 * l)], adam_state[3 * (2 * l) + 1], double(*st), hp[0], hp[1], hp[2], hp[3]};
@@ -309,7 +341,7 @@ Tensor no_work_node(const Tensor& x, std::vector<Tensor> params, int64_t out) {
 }
 
 // x (N, in), W (out, in), b (out,) or None. acc/counts/last: the layer's stats tensors, or empty.
-Tensor meprop_linear_native(const Tensor& x, const Tensor& W, const std::optional<Tensor>& b, int64_t k, bool random,
+Tensor meprop_linear_native(const Tensor& x, const Tensor& W, const std::optional<Tensor>& b, int64_t k, int64_t mode,
                             double scale, bool sparsify_bias, int64_t weight_grad, bool count_zero_hits,
                             const Tensor& counts, const Tensor& acc, const Tensor& last) {
   TORCH_CHECK(x.device().is_cpu() && W.device().is_cpu(), "meprop_linear_native runs on the CPU");
@@ -319,18 +351,19 @@ Tensor meprop_linear_native(const Tensor& x, const Tensor& W, const std::optiona
   TORCH_CHECK(!tracked(acc) || (acc.scalar_type() == torch::kLong && acc.numel() >= 7 && acc.is_contiguous() &&
                                 counts.scalar_type() == torch::kLong && counts.numel() == W.size(0)),
               "meprop_linear_native: acc must be (7,) int64 and counts (out,) int64");
-  NativeCfg cfg{k, random, scale, sparsify_bias, weight_grad, count_zero_hits, counts, acc, last};
+  TORCH_CHECK(mode >= 0 && mode <= 2, "meprop_linear_native: mode 0 (per_example), 1 (random) or 2 (unified)");
+  NativeCfg cfg{k, mode, scale, sparsify_bias, weight_grad, count_zero_hits, counts, acc, last};
   return MePropNativeFn::apply(x, W, b, cfg);
 }
 
 
 // x (N, in); params [W0, b0, ..., W_out, b_out]; per-layer lists of the same settings as meprop_linear_native.
-Tensor meprop_mlp_native(const Tensor& x, std::vector<Tensor> params, std::vector<int64_t> ks, std::vector<bool> random,
+Tensor meprop_mlp_native(const Tensor& x, std::vector<Tensor> params, std::vector<int64_t> ks, std::vector<int64_t> modes,
                          std::vector<double> scales, bool sparsify_bias, int64_t weight_grad, bool count_zero_hits,
                          std::vector<Tensor> counts, std::vector<Tensor> accs, std::vector<Tensor> lasts,
                          std::vector<Tensor> adam_state, std::vector<double> adam_hp) {
   const size_t L = ks.size();
-  TORCH_CHECK(L >= 1 && params.size() == 2 * L && random.size() == L && scales.size() == L && counts.size() == L &&
+  TORCH_CHECK(L >= 1 && params.size() == 2 * L && modes.size() == L && scales.size() == L && counts.size() == L &&
                   accs.size() == L && lasts.size() == L,
               "meprop_mlp_native: params must be [W, b] per layer and every per-layer list of the same length");
   TORCH_CHECK(x.device().is_cpu() && x.dim() == 2, "meprop_mlp_native: x (N, in) on the CPU");
@@ -347,7 +380,8 @@ Tensor meprop_mlp_native(const Tensor& x, std::vector<Tensor> params, std::vecto
                                       counts[l].scalar_type() == torch::kLong && counts[l].numel() == W.size(0)),
                 "meprop_mlp_native: acc must be (7,) int64 and counts (out,) int64");
     width = W.size(0);
-    cfgs.push_back(NativeCfg{ks[l], bool(random[l]), scales[l], sparsify_bias, weight_grad, count_zero_hits, counts[l],
+    TORCH_CHECK(modes[l] >= 0 && modes[l] <= 2, "meprop_mlp_native: mode of layer ", l, " must be 0, 1 or 2");
+    cfgs.push_back(NativeCfg{ks[l], modes[l], scales[l], sparsify_bias, weight_grad, count_zero_hits, counts[l],
                              accs[l], lasts[l]});
   }
   if (!adam_state.empty()) {
@@ -372,7 +406,7 @@ Tensor meprop_mlp_native(const Tensor& x, std::vector<Tensor> params, std::vecto
 void init_native(pybind11::module& m) {
   m.def("meprop_linear_native", &meprop_linear_native,
         "meProp linear layer as a C++ autograd function: addmm forward, fused top-k backward (CPU)",
-        pybind11::arg("x"), pybind11::arg("W"), pybind11::arg("b"), pybind11::arg("k"), pybind11::arg("random"),
+        pybind11::arg("x"), pybind11::arg("W"), pybind11::arg("b"), pybind11::arg("k"), pybind11::arg("mode"),
         pybind11::arg("scale"), pybind11::arg("sparsify_bias"), pybind11::arg("weight_grad"),
         pybind11::arg("count_zero_hits"), pybind11::arg("counts"), pybind11::arg("acc"), pybind11::arg("last"));
   m.def("no_work_node", &no_work_node, "a C++ autograd node whose backward does no work (the benchmark's floor)",
@@ -380,7 +414,7 @@ void init_native(pybind11::module& m) {
   m.def("meprop_mlp_native", &meprop_mlp_native,
         "a ReLU MLP of meProp layers as ONE C++ autograd function (forward addmm + relu, backward every layer's "
         "fused top-k backward)",
-        pybind11::arg("x"), pybind11::arg("params"), pybind11::arg("ks"), pybind11::arg("random"),
+        pybind11::arg("x"), pybind11::arg("params"), pybind11::arg("ks"), pybind11::arg("modes"),
         pybind11::arg("scales"), pybind11::arg("sparsify_bias"), pybind11::arg("weight_grad"),
         pybind11::arg("count_zero_hits"), pybind11::arg("counts"), pybind11::arg("accs"), pybind11::arg("lasts"),
         pybind11::arg("adam_state"), pybind11::arg("adam_hp"));
