@@ -161,7 +161,8 @@ def bench_mlp(batch: int, k: int, mode: str, threads: int = 1, scale: float = 1.
     ratio, td, ts, rounds = _abba(run_dense, run_sparse, 15, scale)
 
     # the model's own backward from the output gradient, as PERFORMANCE.md prescribes for layers
-    # (torch.autograd.grad(y, params, g) on a graph built once): no loss nodes, no accumulation into .grad
+    # (torch.autograd.grad(y, params, g) on a graph built once): no loss nodes, no accumulation into .grad (the
+    # "buffer" weight gradient is still written into weight.grad by the layer itself, as in training)
     g = torch.autograd.grad(loss_d, out_d, retain_graph=True)[0]
 
     def grad_dense():
@@ -541,7 +542,8 @@ def to_markdown(res: dict) -> str:
         "Two measurements, each dense against meProp interleaved A-B-B-A: **`loss.backward()`** = a training "
         "step's backward (cross-entropy's nodes, the model, the gradients accumulated into `.grad`); "
         "**model backward** = `torch.autograd.grad(out, params, g)` from the output gradient on a graph built "
-        "once, the model's layers alone (no loss nodes, no `.grad` writes), as `PERFORMANCE.md` prescribes for "
+        "once, the model's layers alone (no loss nodes, no accumulation into `.grad`; the `buffer` form still "
+        "writes its rows there), as `PERFORMANCE.md` prescribes for "
         "layers. The paper timed the linear parts alone, closest to the second.",
         "",
         "| mode | kernel | weight grad | batch | k | dense ms | meProp ms | speedup, `loss.backward()` | "

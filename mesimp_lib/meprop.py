@@ -364,7 +364,7 @@ class MePropLinearFunction(torch.autograd.Function):
         if hooks is not None and hooks.grad_mask is not None:
             g = g * hooks.grad_mask  # removed units (meSimp mask realisation) get no gradient
 
-        if plan.k is None and plan.fused:  # ------------------------ dense, narrow layer, native loops
+        if plan.k is None and plan.fused and n <= NARROW_DENSE:  # ------ dense, narrow, small batch: native
             grad_x, vals, grad_b = _fused().narrow_dense_backward(g, x, weight, need_x, need_w, need_b)
             touched = computed = out
             idx = None
@@ -495,14 +495,16 @@ def fused_applies(kernel: str, k_effective, weight: torch.Tensor) -> bool:
     return _fused() is not None
 
 
-NARROW_DENSE = 64  # a dense (k=None) layer this narrow (out <= 64, an output layer) has a native backward
+NARROW_DENSE = 64  # a dense (k=None) layer this narrow (out <= 64) at batches this small has a native backward
 
 
 def narrow_dense_applies(kernel: str, weight: torch.Tensor) -> bool:
-    """Whether a dense (k=None) layer's backward takes the native ``narrow_dense_backward``: at most NARROW_DENSE
-    outputs (three small BLAS calls cost more in fixed overheads than the sums), kernel "fused" or "native" (the
-    same loops as the whole-network native node, so both paths give the same bits), a CPU float32/float64 weight
-    and kernels built here. Not for "auto": runs made with it keep their PyTorch dense output layer."""
+    """Whether a dense (k=None) layer's backward may take the native ``narrow_dense_backward``: at most
+    NARROW_DENSE outputs (three small BLAS calls cost more in fixed overheads than the sums), kernel "fused" or
+    "native" (the same loops as the whole-network native node, so both paths give the same bits), a CPU
+    float32/float64 weight and kernels built here. Backward takes it when the batch is at most NARROW_DENSE too
+    (beyond, BLAS is faster), the rule of the C++ path. Not for "auto": runs made with it keep their PyTorch dense
+    output layer."""
     return (kernel in ("fused", "native") and weight.shape[0] <= NARROW_DENSE and weight.device.type == "cpu"
             and weight.dtype in (torch.float32, torch.float64) and _fused() is not None)
 
@@ -631,7 +633,8 @@ class MePropLinear(TopKWidth, nn.Module):
         track_stats: keep ``self.stats`` (selection counts, rows touched, multiply-adds).
         kernel: "torch" (default: the pure-PyTorch backward), "fused" (the native kernels of
             ``mesimp_lib.fused``, compiled on first use: per example, B*k*in multiply-adds
-            written straight into the gradient buffer; unified, one native call), or "auto"
+            written straight into the gradient buffer; unified, one native call; a dense layer of at most
+            64 outputs at a batch of at most 64: native loops, whose rounding differs from BLAS's), or "auto"
             (fused when it can be built and applies: CPU, float32/64, ``weight_grad="buffer"``), or "native"
             (opt-in: the whole layer, forward and backward, is one C++ autograd function around the fused
             kernel, so autograd never calls into Python for it; every mode, CPU float32/64,

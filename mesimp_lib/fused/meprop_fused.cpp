@@ -333,7 +333,9 @@ void topk_impl(const torch::Tensor& g, const torch::Tensor& x, const torch::Tens
   int64_t* ip = idx.data_ptr<int64_t>();
   T* kp = kept.data_ptr<T>();
   // 1. selection and the kept values
-  static thread_local SelectWork<T> work;  // scratch reused across calls (no allocations per call)
+  // scratch reused across calls (no allocations per call), one set per thread: topk_impl must not be re-entered
+  // on a thread (apply must not call it)
+  static thread_local SelectWork<T> work;
   for (int64_t b = 0; b < N; ++b) {
     if (select) select_row<T>(gp + b * out, out, k, work, ip + b * k);
     for (int64_t t = 0; t < k; ++t) kp[b * k + t] = gp[b * out + ip[b * k + t]] * T(scale);
@@ -640,13 +642,14 @@ std::vector<torch::Tensor> unified_backward(torch::Tensor g, torch::Tensor x, to
   return {dx, idx, rows};
 }
 
-// The dense backward of a narrow layer (the output layer, out <= 64) in native loops instead of three small
-// BLAS calls, whose fixed costs dominate at these shapes: dx[b] = sum_c g[b, c] W[c] (c in order),
-// dW[c] = sum_b g[b, c] x[b] (b in order), db[c] = sum_b g[b, c]. Every output element is written once, the
-// sums formed in registers (combine_multi). Returns {dx or empty, dW (out, in) or empty, db or empty}.
+// The dense backward of a narrow layer at a small batch (the output layer: out <= 64, N <= 64; the caller's
+// rule) in native loops instead of three small BLAS calls, whose fixed costs dominate at these shapes:
+// dx[b] = sum_c g[b, c] W[c] (c in order), dW[c] = sum_b g[b, c] x[b] (b in order), db[c] = sum_b g[b, c].
+// Every element of dx and dW is written once, the sums formed in registers (combine_multi); db is summed in
+// place. One thread. Returns {dx or empty, dW (out, in) or empty, db or empty}.
 std::vector<torch::Tensor> narrow_dense_backward(torch::Tensor g, torch::Tensor x, torch::Tensor W, bool need_x,
                                                  bool need_w, bool need_b) {
-  TORCH_CHECK(g.device().is_cpu() && g.dim() == 2 && x.dim() == 2 && W.dim() == 2 && g.size(0) == x.size(0) &&
+  TORCH_CHECK(g.device().is_cpu() && x.device().is_cpu() && W.device().is_cpu() && g.dim() == 2 && x.dim() == 2 && W.dim() == 2 && g.size(0) == x.size(0) &&
                   W.size(0) == g.size(1) && W.size(1) == x.size(1) && g.scalar_type() == x.scalar_type() &&
                   W.scalar_type() == g.scalar_type(),
               "narrow_dense_backward: g (N, out), x (N, in), W (out, in) of one dtype on the CPU");

@@ -500,7 +500,7 @@ class ParserModel(nn.Module):
 
     def __init__(self, n_words: int, n_tags: int, n_labels: int, n_transitions: int, embed_dim: int = 50,
                  hidden: int = 500, k=None, mode: str = "per_example", k_out=None, activation: str = "cube",
-                 dropout: float = 0.0, embed_std: float = 0.1, sparse_embeddings: bool = False, device=None,
+                 dropout: float = 0.0, embed_std: float = 0.1, device=None, *, sparse_embeddings: bool = False,
                  **layer_kwargs):
         super().__init__()
         if activation not in ACTIVATIONS:

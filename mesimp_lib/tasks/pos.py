@@ -112,8 +112,8 @@ class BiLSTMTagger(nn.Module):
     """
 
     def __init__(self, vocab_size: int, n_tags: int, embed_dim: int = 100, hidden: int = 500, k=None,
-                 mode: str = "per_example", k_out=None, dropout: float = 0.0, sparse_embeddings: bool = False,
-                 device=None, **lstm_kwargs):
+                 mode: str = "per_example", k_out=None, dropout: float = 0.0, device=None, *,
+                 sparse_embeddings: bool = False, **lstm_kwargs):
         super().__init__()
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout={dropout} must be in [0, 1)")
