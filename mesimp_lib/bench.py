@@ -484,6 +484,13 @@ def _line(r: dict) -> str:
     )
 
 
+def _grad_cols(r: dict, other_ms: str) -> str:
+    """The model-backward columns of a row (dense ms | other ms | ratio), or dashes for rows stored without them."""
+    if "grad_speedup" not in r:
+        return "- | - | -"
+    return f"{r['grad_dense_ms']:.3f} | {r[other_ms]:.3f} | **{r['grad_speedup']:.2f}x**"
+
+
 def to_markdown(res: dict) -> str:
     env = res["environment"]
     out = [
@@ -551,8 +558,7 @@ def to_markdown(res: dict) -> str:
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in res["mlp"]:
-        gcols = (f"{r['grad_dense_ms']:.3f} | {r['grad_meprop_ms']:.3f} | **{r['grad_speedup']:.2f}x**"
-                 if "grad_speedup" in r else "- | - | -")
+        gcols = _grad_cols(r, "grad_meprop_ms")
         out.append(
             f"| {r['mode']} | {r.get('kernel', 'torch')} | {r.get('weight_grad', 'buffer')} | {r['batch']} | "
             f"{r['k']} | {r['dense_ms']:.3f} | {r['meprop_ms']:.3f} | **{r['speedup']:.2f}x** | {gcols} | "
@@ -575,8 +581,7 @@ def to_markdown(res: dict) -> str:
             "|---|---|---|---|---|---|---|",
         ]
         for r in res["floor"]:
-            gcols = (f"{r['grad_dense_ms']:.3f} | {r['grad_floor_ms']:.3f} | **{r['grad_speedup']:.2f}x**"
-                     if "grad_speedup" in r else "- | - | -")
+            gcols = _grad_cols(r, "grad_floor_ms")
             out.append(f"| {r['batch']} | {r['dense_ms']:.3f} | {r['floor_ms']:.3f} | **{r['speedup']:.2f}x** | "
                        f"{gcols} |")
     if res.get("step"):
