@@ -132,6 +132,43 @@ def bench_layer(batch: int, n: int, k: int, mode: str = "unified", threads: int 
     }
 
 
+def _two_backwards(out_d, params_d, out_o, params_o, y, scale: float, clear_other: bool):
+    """Dense against another model of the same outputs, interleaved A-B-B-A, measured twice: ``loss.backward()``
+    of the cross-entropy (a training step's backward, gradients accumulated into ``.grad``), and the model
+    backward from the output gradient, ``torch.autograd.grad(out, params, g)`` on a graph built once, as
+    PERFORMANCE.md prescribes for layers (no loss nodes, no accumulation into ``.grad``; a "buffer" weight
+    gradient is still written into weight.grad by its layer, as in training). ``clear_other``: set the other
+    model's ``.grad`` to None before each call (a model that writes gradients). Returns (ratio, dense s, other s,
+    rounds) of the first and (ratio, dense s, other s) of the second."""
+    loss_d, loss_o = F.cross_entropy(out_d, y), F.cross_entropy(out_o, y)
+
+    def run_dense():
+        for p in params_d:
+            p.grad = None
+        loss_d.backward(retain_graph=True)
+
+    def run_other():
+        if clear_other:
+            for p in params_o:
+                p.grad = None
+        loss_o.backward(retain_graph=True)
+
+    ratio, td, to, rounds = _abba(run_dense, run_other, 15, scale)
+    g = torch.autograd.grad(loss_d, out_d, retain_graph=True)[0]
+
+    def grad_dense():
+        torch.autograd.grad(out_d, params_d, g, retain_graph=True)
+
+    def grad_other():
+        if clear_other:
+            for p in params_o:
+                p.grad = None
+        torch.autograd.grad(out_o, params_o, g, retain_graph=True, allow_unused=True)
+
+    g_ratio, g_td, g_to, _ = _abba(grad_dense, grad_other, 15, scale)
+    return ratio, td, to, rounds, g_ratio, g_td, g_to
+
+
 def bench_mlp(batch: int, k: int, mode: str, threads: int = 1, scale: float = 1.0, seed: int = 0,
               kernel: str = "torch", weight_grad: str = "buffer") -> dict:
     """The paper's MNIST MLP 784-500-500-10: whole-model backward, dense vs meProp."""
@@ -144,36 +181,8 @@ def bench_mlp(batch: int, k: int, mode: str, threads: int = 1, scale: float = 1.
     x = torch.rand(batch, 784)
     y = torch.randint(0, 10, (batch,))
     out_d, out_s = dense(x), sparse(x)
-    loss_d = F.cross_entropy(out_d, y)
-    loss_s = F.cross_entropy(out_s, y)
-    params_d, params_s = list(dense.parameters()), list(sparse.parameters())
-
-    def run_dense():
-        for p in params_d:
-            p.grad = None
-        loss_d.backward(retain_graph=True)
-
-    def run_sparse():
-        for p in params_s:
-            p.grad = None
-        loss_s.backward(retain_graph=True)
-
-    ratio, td, ts, rounds = _abba(run_dense, run_sparse, 15, scale)
-
-    # the model's own backward from the output gradient, as PERFORMANCE.md prescribes for layers
-    # (torch.autograd.grad(y, params, g) on a graph built once): no loss nodes, no accumulation into .grad (the
-    # "buffer" weight gradient is still written into weight.grad by the layer itself, as in training)
-    g = torch.autograd.grad(loss_d, out_d, retain_graph=True)[0]
-
-    def grad_dense():
-        torch.autograd.grad(out_d, params_d, g, retain_graph=True)
-
-    def grad_sparse():
-        for p in params_s:  # the buffer form writes weight.grad itself (and returns no weight gradient)
-            p.grad = None
-        torch.autograd.grad(out_s, params_s, g, retain_graph=True, allow_unused=True)
-
-    g_ratio, g_td, g_ts, _ = _abba(grad_dense, grad_sparse, 15, scale)
+    ratio, td, ts, rounds, g_ratio, g_td, g_ts = _two_backwards(
+        out_d, list(dense.parameters()), out_s, list(sparse.parameters()), y, scale, clear_other=True)
     return {
         "batch": batch, "n": 500, "k": k, "k_frac": k / 500, "mode": mode, "threads": threads,
         "dense_ms": td * 1e3, "meprop_ms": ts * 1e3, "speedup": ratio, "limit": 500 / k,
@@ -210,34 +219,13 @@ def bench_backward_floor(batch: int = 10, threads: int = 1, scale: float = 1.0, 
     x = torch.rand(batch, 784)
     y = torch.randint(0, 10, (batch,))
     out_d = dense(x)
-    loss_d = F.cross_entropy(out_d, y)
     kern = _fused()
     if kern is not None:  # a C++ node, as the whole-network meProp node is (cheaper than a Python Function)
         node, no_work = "C++", kern.no_work_node(x, params, 10)
     else:
         node, no_work = "Python", _NoWork.apply(x, *params)
-    loss_f = F.cross_entropy(no_work, y)
-
-    def run_dense():
-        for p in params:
-            p.grad = None
-        loss_d.backward(retain_graph=True)
-
-    def run_floor():
-        loss_f.backward(retain_graph=True)
-
-    ratio, td, ts, rounds = _abba(run_dense, run_floor, 15, scale)
-
-    # the same for the model backward of bench_mlp: torch.autograd.grad(out, params, g), no loss nodes
-    g = torch.autograd.grad(loss_d, out_d, retain_graph=True)[0]
-
-    def grad_dense():
-        torch.autograd.grad(out_d, params, g, retain_graph=True)
-
-    def grad_floor():
-        torch.autograd.grad(no_work, params, g, retain_graph=True, allow_unused=True)
-
-    g_ratio, g_td, g_ts, _ = _abba(grad_dense, grad_floor, 15, scale)
+    ratio, td, ts, rounds, g_ratio, g_td, g_ts = _two_backwards(out_d, params, no_work, params, y, scale,
+                                                                clear_other=False)
     return {"batch": batch, "threads": threads, "dense_ms": td * 1e3, "floor_ms": ts * 1e3, "speedup": ratio,
             "grad_dense_ms": g_td * 1e3, "grad_floor_ms": g_ts * 1e3, "grad_speedup": g_ratio,
             "rounds": rounds, "shape": "784-500-500-10 (whole backward)",
