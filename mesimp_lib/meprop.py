@@ -364,8 +364,8 @@ class MePropLinearFunction(torch.autograd.Function):
         if hooks is not None and hooks.grad_mask is not None:
             g = g * hooks.grad_mask  # removed units (meSimp mask realisation) get no gradient
 
-        if plan.k is None and plan.fused and n <= NARROW_DENSE:  # ------ dense, narrow, small batch: native
-            grad_x, vals, grad_b = _fused().narrow_dense_backward(g, x, weight, need_x, need_w, need_b)
+        if plan.k is None and plan.fused:  # ------- dense, narrow: native loops at a small batch (C++'s rule)
+            grad_x, vals, grad_b = _fused().dense_backward(g, x, weight, need_x, need_w, need_b)
             touched = computed = out
             idx = None
         elif plan.k is None:  # -------------------------------------------- dense
@@ -502,9 +502,9 @@ def narrow_dense_applies(kernel: str, weight: torch.Tensor) -> bool:
     """Whether a dense (k=None) layer's backward may take the native ``narrow_dense_backward``: at most
     NARROW_DENSE outputs (three small BLAS calls cost more in fixed overheads than the sums), kernel "fused" or
     "native" (the same loops as the whole-network native node, so both paths give the same bits), a CPU
-    float32/float64 weight and kernels built here. Backward takes it when the batch is at most NARROW_DENSE too
-    (beyond, BLAS is faster), the rule of the C++ path. Not for "auto": runs made with it keep their PyTorch dense
-    output layer."""
+    float32/float64 weight and kernels built here. Backward then calls the C++ ``dense_backward``, which takes the
+    loops when the batch is at most NARROW_DENSE too (beyond, BLAS is faster). Not for "auto": runs made with it
+    keep their PyTorch dense output layer."""
     return (kernel in ("fused", "native") and weight.shape[0] <= NARROW_DENSE and weight.device.type == "cpu"
             and weight.dtype in (torch.float32, torch.float64) and _fused() is not None)
 

@@ -48,6 +48,18 @@ constexpr int64_t kNarrow = 64;
 
 using torch::Tensor;
 using torch::autograd::AutogradContext;
+
+// The dense backward {dx, dW, db} (undefined where not needed): narrow_dense_backward's native loops for a narrow
+// layer at a small batch (out, N <= kNarrow, float32/float64), else g @ W, g^T x, g.sum(0) as the PyTorch path.
+// The one place of this rule: the native functions and the fused Python path (MePropLinear, k None) call it.
+std::vector<Tensor> dense_backward(const Tensor& g, const Tensor& x, const Tensor& W, bool need_x, bool need_w,
+                                   bool need_b) {
+  if (g.size(1) <= kNarrow && g.size(0) <= kNarrow &&
+      (g.scalar_type() == torch::kFloat || g.scalar_type() == torch::kDouble)) {
+    return narrow_dense_backward(g, x, W, need_x, need_w, need_b);
+  }
+  return {need_x ? g.mm(W) : Tensor(), need_w ? g.t().mm(x) : Tensor(), need_b ? g.sum(0) : Tensor()};
+}
 using torch::autograd::variable_list;
 
 struct NativeCfg {
@@ -80,19 +92,11 @@ std::vector<Tensor> layer_backward(const Tensor& g_in, const Tensor& x, const Te
   const int64_t n = g.size(0), out = g.size(1), in = x.size(1);
   Tensor gx, gw, gb, rows, vals, sel;
   int64_t touched, computed;
-  if (k == 0 && out <= kNarrow && n <= kNarrow &&
-      (g.scalar_type() == torch::kFloat || g.scalar_type() == torch::kDouble)) {
-    // dense, narrow (the output layer) at a small batch: native loops, no BLAS call overheads
-    auto r = narrow_dense_backward(g, x, W, need_x, need_w, need_b);
+  if (k == 0) {  // dense
+    auto r = dense_backward(g, x, W, need_x, need_w, need_b);
     gx = r[0];
     vals = r[1];
     gb = r[2];
-    touched = computed = out;
-    if (need_w && wg == 1) rows = torch::arange(out, g.options().dtype(torch::kLong));
-  } else if (k == 0) {  // dense
-    if (need_x) gx = g.mm(W);
-    if (need_w) vals = g.t().mm(x);
-    if (need_b) gb = g.sum(0);
     touched = computed = out;
     if (need_w && wg == 1) rows = torch::arange(out, g.options().dtype(torch::kLong));
   } else if (cfg.mode == 2) {  // unified: one set of k columns for the whole batch
@@ -412,6 +416,8 @@ void init_native(pybind11::module& m) {
         pybind11::arg("x"), pybind11::arg("W"), pybind11::arg("b"), pybind11::arg("k"), pybind11::arg("mode"),
         pybind11::arg("scale"), pybind11::arg("sparsify_bias"), pybind11::arg("weight_grad"),
         pybind11::arg("count_zero_hits"), pybind11::arg("counts"), pybind11::arg("acc"), pybind11::arg("last"));
+  m.def("dense_backward", &dense_backward,
+        "the dense backward {dx, dW, db}: native loops for a narrow layer at a small batch, else BLAS");
   m.def("no_work_node", &no_work_node, "a C++ autograd node whose backward does no work (the benchmark's floor)",
         pybind11::arg("x"), pybind11::arg("params"), pybind11::arg("out"));
   m.def("meprop_mlp_native", &meprop_mlp_native,
