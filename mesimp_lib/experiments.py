@@ -341,8 +341,11 @@ def verify_suite(suite: str, log=print) -> bool:
         same = [(h["dev_acc"], h["test_acc"], h["train_loss"]) for h in fresh["history"]] == [
             (h["dev_acc"], h["test_acc"], h["train_loss"]) for h in stored["history"]]
         ok &= same
+        cpu_here, cpu_there = fresh["environment"]["cpu"], stored["environment"]["cpu"]
+        note = "" if same or cpu_here == cpu_there else (
+            f"; stored on {cpu_there}, re-computed on {cpu_here}: bit-equality is promised on the same CPU kind only")
         log(f"  {name}: {'identical' if same else 'DIFFERENT'} (test {100 * fresh['test_acc']:.2f}% vs stored "
-            f"{100 * stored['test_acc']:.2f}%)")
+            f"{100 * stored['test_acc']:.2f}%{note})")
     return ok
 
 

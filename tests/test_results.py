@@ -11,12 +11,28 @@ from mesimp_lib.training import train
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def _history(result):
+    return [(h["dev_acc"], h["test_acc"], h["train_loss"]) for h in result["history"]]
+
+
 def test_quick_entry_recomputes_identically():
+    """Bit-equal to the stored run on the CPU kind that made it. Per-example top-k with Adam is
+    chaotic here (notebook 10), so another CPU's kernels give other digits (an Intel Xeon gave
+    14.14% where an AMD EPYC gives 9.76% for this run); there the test checks that two runs in
+    this process agree bit for bit instead."""
+    from mesimp_lib.results import environment
+
     cfg = experiments.SUITES["quick"]()["topk-k20"]
     stored = json.loads((experiments.results_dir("quick") / "topk-k20.json").read_text())
     fresh = train(cfg, progress=False)
-    assert [h["dev_acc"] for h in fresh["history"]] == [h["dev_acc"] for h in stored["history"]]
-    assert fresh["test_acc"] == stored["test_acc"]
+    here, there = environment(), stored["environment"]
+    if (here["cpu"], here["cpu_capability"]) == (there["cpu"], there.get("cpu_capability")):
+        assert _history(fresh) == _history(stored)
+        assert fresh["test_acc"] == stored["test_acc"]
+    else:
+        again = train(cfg, progress=False)
+        assert _history(fresh) == _history(again)
+        assert fresh["test_acc"] == again["test_acc"]
 
 
 def test_every_stored_result_has_command_and_provenance():
