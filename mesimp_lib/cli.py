@@ -231,7 +231,9 @@ def _train(args) -> int:
     try:
         config = TrainConfig(**cfg)
     except ValueError as e:
-        print(f"python -m mesimp_lib train: error: {e}", file=sys.stderr)
+        name = getattr(e, "name", None)
+        flag = f"argument --{name.split('[')[0].replace('_', '-')}: " if name else ""
+        print(f"python -m mesimp_lib train: error: {flag}{e}", file=sys.stderr)
         return 2
     if args.save_model and config.task != "mnist":
         print("python -m mesimp_lib train: error: --save-model is implemented for the MNIST MLP only "

@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from .meprop import MePropLinear, select_per_example
+from .validate import check_bool, check_choice, check_device, check_float, check_int, check_size
 
 __all__ = [
     "REALISATIONS",
@@ -44,10 +45,13 @@ REALISATIONS = ("mask", "physical")
 RESETS = ("fresh", "moments")
 
 
-def _check_rate(prune_rate) -> float:
-    if isinstance(prune_rate, bool) or not isinstance(prune_rate, (int, float)) or not 0.0 <= prune_rate <= 1.0:
-        raise ValueError(f"prune_rate={prune_rate!r} must be a number in [0, 1] (the authors used 0.1)")
-    return float(prune_rate)
+def check_simplifier_args(prune_rate, realisation: str, record: str, count_zero_hits: bool,
+                          min_units: int) -> tuple[float, int]:
+    """Check the arguments every simplifier takes; returns (prune_rate as a float, min_units as an int)."""
+    check_choice("realisation", realisation, REALISATIONS)
+    check_choice("record", record, RECORDS)
+    check_bool("count_zero_hits", count_zero_hits)
+    return check_float("prune_rate", prune_rate, 0.0, 1.0), check_int("min_units", min_units, 1)
 
 
 class ActivityRecord:
@@ -66,8 +70,10 @@ class ActivityRecord:
     """
 
     def __init__(self, width: int, record: str = "per_example", count_zero_hits: bool = False, device=None):
-        if record not in RECORDS:
-            raise ValueError(f"record={record!r} is not allowed; allowed: {', '.join(RECORDS)}")
+        width = check_size("width", width)
+        check_choice("record", record, RECORDS)
+        check_bool("count_zero_hits", count_zero_hits)
+        check_device("device", device, optional=True)
         self.record = record
         self.count_zero_hits = count_zero_hits
         self.hits = torch.zeros(width, dtype=torch.int64, device=device)
@@ -105,7 +111,7 @@ class ActivityRecord:
 
     def threshold(self, prune_rate: float) -> int:
         """Units with fewer hits than this are removed: ``floor(prune_rate * seen)``."""
-        return math.floor(_check_rate(prune_rate) * self.seen)
+        return math.floor(check_float("prune_rate", prune_rate, 0.0, 1.0) * self.seen)
 
     def keep_mask(self, prune_rate: float, min_units: int = 1, alive: torch.Tensor | None = None):
         """Which units survive a prune now. Returns (keep bool (width,), kept_minimum: bool).
@@ -134,9 +140,7 @@ class ActivityRecord:
 
 def cycle_phase(epoch: int, cycle_epochs: int) -> tuple[int, bool]:
     """(cycle index, prunes in this cycle?) for a 0-based epoch: even cycles simplify."""
-    if isinstance(cycle_epochs, bool) or not isinstance(cycle_epochs, int) or cycle_epochs < 1:
-        raise ValueError(f"cycle_epochs={cycle_epochs!r} must be an int >= 1 (the authors used 5)")
-    cycle = epoch // cycle_epochs
+    cycle = epoch // check_int("cycle_epochs", cycle_epochs, 1)
     return cycle, cycle % 2 == 0
 
 
@@ -208,13 +212,9 @@ class Simplifier:
         count_zero_hits: bool = False,
         min_units: int = 1,
     ):
-        self.prune_rate = _check_rate(prune_rate)
-        if realisation not in REALISATIONS:
-            raise ValueError(f"realisation={realisation!r} is not allowed; allowed: {', '.join(REALISATIONS)}")
-        if isinstance(min_units, bool) or not isinstance(min_units, int) or min_units < 1:
-            raise ValueError(f"min_units={min_units!r} must be an int >= 1")
+        self.prune_rate, self.min_units = check_simplifier_args(prune_rate, realisation, record, count_zero_hits,
+                                                                min_units)
         self.realisation = realisation
-        self.min_units = min_units
         self.model = model
         self.layers: list[MePropLinear] = list(model.hidden)
         self.next_layers: list[nn.Module] = list(model.hidden[1:]) + [model.output]

@@ -19,7 +19,8 @@ import torch
 from torch import nn
 from torch.nn.modules import module as _nn_module
 
-from ..meprop import MePropLinear, _fused
+from ..meprop import MePropLinear, _fused, resolve_k
+from ..validate import check_device, check_float, check_int, check_size, check_sizes
 
 __all__ = ["MNIST_FILES", "MLP", "MnistData", "accuracy", "data_root", "load_mnist", "read_idx"]
 
@@ -124,6 +125,13 @@ def load_mnist(data_dir: str | Path | None = None) -> MnistData:
     return _load(str(folder.resolve()))
 
 
+def check_head_args(out_features: int, k_out, dropout: float, device) -> None:
+    """The arguments every task model shares: ``k_out`` for its output layer, ``dropout`` in [0, 1), ``device``."""
+    resolve_k(k_out, out_features, "k_out")
+    check_float("dropout", dropout, 0.0, 1.0, hi_open=True)
+    check_device("device", device, optional=True)
+
+
 class MLP(nn.Module):
     """A ReLU MLP with meProp on the hidden layers and a dense output layer by default.
 
@@ -157,15 +165,11 @@ class MLP(nn.Module):
     ):
         super().__init__()
         if isinstance(hidden, (list, tuple)):
-            widths = [int(h) for h in hidden]
+            widths = check_sizes("hidden", hidden)
         else:
-            if isinstance(layers, bool) or not isinstance(layers, int) or layers < 1:
-                raise ValueError(f"layers={layers!r} must be an int >= 1")
-            widths = [int(hidden)] * layers
-        if not widths or any(w < 1 for w in widths):
-            raise ValueError(f"hidden={hidden!r}: every hidden width must be >= 1")
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"dropout={dropout} must be in [0, 1)")
+            widths = [check_size("hidden", hidden)] * check_int("layers", layers, 1)
+        in_features, out_features = check_size("in_features", in_features), check_size("out_features", out_features)
+        check_head_args(out_features, k_out, dropout, device)
         sizes = [in_features, *widths]
         self.hidden = nn.ModuleList(
             MePropLinear(a, b, k, mode, device=device, **layer_kwargs) for a, b in zip(sizes[:-1], sizes[1:])

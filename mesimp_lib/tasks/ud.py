@@ -25,6 +25,7 @@ from pathlib import Path
 
 import conllu
 
+from ..validate import check_int
 from .mnist import data_root
 
 __all__ = ["PAD", "UNK", "UD_FILES", "Sentence", "Treebank", "Vocab", "load_ud", "read_conllu", "punct_mask"]
@@ -172,8 +173,7 @@ class Vocab:
     @classmethod
     def build(cls, items, min_count: int = 1, specials=(PAD, UNK), extra=()) -> "Vocab":
         """Entries seen at least ``min_count`` times, most frequent first (ties by text)."""
-        if isinstance(min_count, bool) or not isinstance(min_count, int) or min_count < 1:
-            raise ValueError(f"min_count={min_count!r} is not allowed; allowed: an int >= 1")
+        check_int("min_count", min_count, 1)
         counts = Counter(items)
         kept = sorted((s for s, c in counts.items() if c >= min_count), key=lambda s: (-counts[s], s))
         head = [s for s in (*specials, *extra)]
