@@ -18,13 +18,11 @@ authors' cycle schedule (even cycles prune, odd cycles train with the structure 
 from __future__ import annotations
 
 import math
-import os
-import tempfile
-from pathlib import Path
 
 import torch
 from torch import nn
 
+from .checkpoint import load_model, save_model  # noqa: F401 (re-exported: they live in checkpoint.py)
 from .meprop import MePropLinear, select_per_example
 from .validate import check_bool, check_choice, check_device, check_float, check_int, check_size
 
@@ -288,53 +286,3 @@ class Simplifier:
             f"Simplifier(prune_rate={self.prune_rate}, realisation={self.realisation}, "
             f"widths={self.widths}, prunes={len(self.events)})"
         )
-
-
-# ----------------------------------------------------------------------------- checkpoints
-
-
-def save_model(model: nn.Module, path: str | Path, extra: dict | None = None) -> Path:
-    """Save an ``MLP`` (any widths) with its shapes, atomically (temp file + rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    payload = {
-        "format": "mesimp_lib.MLP/1",
-        "in_features": model.hidden[0].in_features,
-        "widths": model.widths,
-        "out_features": model.output.out_features,
-        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-        "extra": extra or {},
-    }
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        torch.save(payload, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
-def load_model(path: str | Path, model: nn.Module | None = None, **mlp_kwargs) -> nn.Module:
-    """Load a saved ``MLP``. Without ``model``, one is built at the saved widths (extra
-    keyword arguments such as ``k`` go to ``MLP``). With ``model``, its shapes must match the
-    checkpoint's; otherwise a ``ValueError`` says which."""
-    from .tasks.mnist import MLP
-
-    payload = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(payload, dict) or payload.get("format") != "mesimp_lib.MLP/1":
-        raise ValueError(f"{path} is not a mesimp_lib MLP checkpoint (saved with mesimp_lib.mesimp.save_model)")
-    if model is None:
-        model = MLP(payload["in_features"], payload["widths"], out_features=payload["out_features"], **mlp_kwargs)
-    want = {k: tuple(v.shape) for k, v in payload["state_dict"].items()}
-    have = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    if want != have:
-        diff = [f"{k}: checkpoint {want.get(k)} vs model {have.get(k)}" for k in sorted(set(want) | set(have)) if want.get(k) != have.get(k)]
-        raise ValueError(
-            f"checkpoint {path} (hidden widths {payload['widths']}) does not fit this model "
-            f"(hidden widths {getattr(model, 'widths', '?')}): " + "; ".join(diff[:4])
-        )
-    device = next(model.parameters()).device
-    model.load_state_dict({k: v.to(device) for k, v in payload["state_dict"].items()})
-    return model

@@ -10,6 +10,7 @@ updated" is true for the gradient, not for the parameters.
 
 from __future__ import annotations
 
+import logging
 import math
 import shlex
 import time
@@ -23,7 +24,7 @@ from tqdm.auto import tqdm
 from .meprop import KERNELS, MODES, WEIGHT_GRADS, resolve_k
 from .meact import STATISTICS, MeAct
 from .mesimp import REALISATIONS, RECORDS, RESETS, Simplifier, cycle_phase, reset_optimizer_state
-from .results import environment
+from .results import environment, finite_or_none
 from .validate import (SEED_MAX, ArgumentError, check_bool, check_choice, check_device, check_float, check_int,
                        check_sizes)
 from .tasks.mnist import MLP, accuracy, load_mnist
@@ -469,10 +470,21 @@ def train(config: TrainConfig, data=None, progress: bool = True, on_eval=None, r
     # (torch cannot report the previous setting; it is restored to PyTorch's default, off.)
     torch.set_flush_denormal(True)
     try:
-        return run(config, data, progress, on_eval, return_model)
+        return _record_non_finite(run(config, data, progress, on_eval, return_model))
     finally:
         torch.set_num_threads(old_threads)
         torch.set_flush_denormal(False)
+
+
+def _record_non_finite(result: dict) -> dict:
+    """A run whose loss or scores became NaN / inf (a diverged run, e.g. a huge learning rate) is kept and
+    says so: ``finite`` is False, the values are null in the result, ``non_finite_values`` says where."""
+    result, bad = finite_or_none(result)
+    result["finite"] = not bad
+    if bad:
+        result["non_finite_values"] = bad[:50]
+        logging.getLogger(__name__).warning("the run diverged: %d non-finite value(s), first %s", len(bad), bad[0])
+    return result
 
 
 def _train(config: TrainConfig, data, progress: bool, on_eval, return_model: bool) -> dict:

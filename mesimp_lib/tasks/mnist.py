@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import math
 import os
 from dataclasses import dataclass
 from functools import lru_cache
@@ -72,10 +73,13 @@ def read_idx(path: Path, sha256: str | None = None) -> np.ndarray:
     if magic >> 8 != 0x08 or not 1 <= (magic & 0xFF) <= 4:
         raise ValueError(f"MNIST file {path} is not an unsigned-byte IDX file (magic {magic:#010x})")
     ndim = magic & 0xFF
+    if len(data) < 4 + 4 * ndim:
+        raise ValueError(f"MNIST file {path} is truncated inside its header. {_restore_hint(Path(path).name)}")
     shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     body = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
-    if body.size != int(np.prod(shape)):
-        raise ValueError(f"MNIST file {path} is truncated: {body.size} values for shape {shape}")
+    if body.size != math.prod(shape):  # Python ints: a product of four 32-bit sizes cannot overflow
+        raise ValueError(f"MNIST file {path} has {body.size} values for its stated shape {shape} (truncated or "
+                         f"damaged). {_restore_hint(Path(path).name)}")
     return body.reshape(shape)
 
 
