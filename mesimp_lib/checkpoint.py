@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from .files import write_atomic
-from .validate import ArgumentError, check_size, check_sizes
+from .validate import ArgumentError, check_path, check_size, check_sizes
 
 __all__ = ["load_model", "save_model"]
 
@@ -40,7 +40,7 @@ def save_model(model: nn.Module, path: str | Path, extra: dict | None = None) ->
               "out_features": model.output.out_features}
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     payload = {**header, "state_dict": state, "extra": extra or {}, "sha256": _digest(header, state)}
-    return write_atomic(path, lambda f: torch.save(payload, f), binary=True)
+    return write_atomic(check_path("path", path), lambda f: torch.save(payload, f), binary=True)
 
 
 def _expected_shapes(in_features: int, widths: list[int], out_features: int) -> dict[str, tuple]:
@@ -56,8 +56,10 @@ def _read(path: Path) -> dict:
     """The checked payload: readable, the right format, sizes that agree with the tensors, checksum."""
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
-    except (FileNotFoundError, IsADirectoryError):
+    except FileNotFoundError:
         raise
+    except IsADirectoryError:
+        raise ValueError(f"{path} is a folder, not a checkpoint file") from None
     except Exception as e:  # noqa: BLE001 (a cut-short zip gives OSError, EOFError, RuntimeError, ...)
         raise ValueError(f"{path} cannot be read as a checkpoint ({type(e).__name__}: {e or 'file ends early'}); "
                          f"it is cut short or damaged: {_RESTORE}") from e
@@ -91,7 +93,7 @@ def load_model(path: str | Path, model: nn.Module | None = None, **mlp_kwargs) -
     sizes consistent, checksum), so nothing is allocated from a damaged file."""
     from .tasks.mnist import MLP
 
-    payload = _read(Path(path))
+    payload = _read(check_path("path", path))
     if model is None:
         model = MLP(payload["in_features"], payload["widths"], out_features=payload["out_features"], **mlp_kwargs)
     want = {k: tuple(v.shape) for k, v in payload["state_dict"].items()}

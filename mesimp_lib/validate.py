@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import math
 import numbers
+import os
+from pathlib import Path
 
 import torch
 
 __all__ = ["ArgumentError", "MAX_SIZE", "check_bool", "check_choice", "check_device", "check_dtype", "check_float",
-           "check_int", "check_size", "check_sizes"]
+           "check_int", "check_path", "check_size", "check_sizes"]
 
 MAX_SIZE = 2**31 - 1  # widths, counts and sizes: the kernels index with 32-bit ints
 SEED_MAX = 2**64 - 1  # torch.manual_seed takes [0, 2**64)
@@ -121,6 +123,16 @@ def check_device(name: str, value, *, optional: bool = False) -> str | torch.dev
             not torch.cuda.is_available() or (dev.index is not None and dev.index >= torch.cuda.device_count()))):
         _fail(name, value, allowed)
     return value
+
+
+def check_path(name: str, value, *, optional: bool = False) -> Path | None:
+    """A file or folder name: a non-empty ``str`` or ``os.PathLike`` (not bytes, not a number); None too if
+    ``optional``. Whether it exists is the reader's business (it raises ``FileNotFoundError`` naming it)."""
+    if value is None and optional:
+        return None
+    if not isinstance(value, (str, os.PathLike)) or isinstance(value, bytes) or not str(value) or "\0" in str(value):
+        _fail(name, value, ("None or " if optional else "") + "a non-empty path (str or pathlib.Path)")
+    return Path(value)
 
 
 def check_dtype(name: str, value, *, optional: bool = True) -> torch.dtype | None:

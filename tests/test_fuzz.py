@@ -32,9 +32,11 @@ from mesimp_lib.lstm import LSTMSimplifier, MePropLSTM
 from mesimp_lib.meact import MeAct
 from mesimp_lib.meprop import MePropLinear
 from mesimp_lib.mesimp import ActivityRecord, Simplifier
-from mesimp_lib.tasks.mnist import MLP
+from mesimp_lib.mesimp import load_model
+from mesimp_lib.tasks.mnist import MLP, load_mnist, read_idx
 from mesimp_lib.tasks.parser import ParserModel
 from mesimp_lib.tasks.pos import BiLSTMTagger
+from mesimp_lib.tasks.ud import load_ud, read_conllu
 from mesimp_lib.training import TrainConfig
 
 # ----------------------------------------------------------------------------- what is valid
@@ -71,6 +73,8 @@ KINDS = {
                                                and all(KINDS["pos_int"](h) for h in v)),
     "device": lambda v: v in ("cpu",) or (isinstance(v, torch.device) and v.type == "cpu"),
     "opt_device": lambda v: v is None or KINDS["device"](v),
+    "path": lambda v: isinstance(v, str) and v != "",
+    "opt_path": lambda v: v is None or (isinstance(v, str) and v != ""),
     "dtype": lambda v: v is None or v in (torch.float32, torch.float64),
     "betas": lambda v: isinstance(v, (tuple, list)) and len(v) == 2 and all(KINDS["unit_open"](b) for b in v),
 }
@@ -158,6 +162,12 @@ TARGETS = {
                      "embed_dim": "pos_int", "hidden": "pos_int", "k": "k", "k_out": "k",
                      "activation": choice("cube", "relu"), "dropout": "unit_open", "embed_std": "nonneg_float",
                      "sparse_embeddings": "bool"}),
+    # loaders: a path that is not there is a FileNotFoundError naming it (see classify_call)
+    "load_mnist": (lambda **kw: load_mnist(**kw), {"data_dir": "opt_path"}),
+    "load_ud": (lambda **kw: load_ud(**kw), {"root": "opt_path"}),
+    "read_idx": (lambda **kw: read_idx(**kw), {"path": "path"}),
+    "read_conllu": (lambda **kw: read_conllu(**kw), {"path": "path"}),
+    "load_model": (lambda **kw: load_model(**kw), {"path": "path"}),
 }
 
 
@@ -175,6 +185,9 @@ def classify_call(target: str, arg: str, value) -> tuple[str, str]:
     valid = _valid(kinds[arg], value)
     try:
         call(**{arg: value})
+    except FileNotFoundError as e:  # a valid name of a missing file: the error must name it
+        named = str(value) in str(e) or repr(str(value))[1:-1] in str(e)
+        return ("clean", "") if valid and named else ("other", f"FileNotFoundError: {e}")
     except (ValueError, TypeError) as e:
         if valid:
             return "other", f"{type(e).__name__} for a valid value: {e}"

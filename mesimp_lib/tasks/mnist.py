@@ -21,7 +21,7 @@ from torch import nn
 from torch.nn.modules import module as _nn_module
 
 from ..meprop import MePropLinear, _fused, resolve_k
-from ..validate import check_device, check_float, check_int, check_size, check_sizes
+from ..validate import check_device, check_float, check_int, check_path, check_size, check_sizes
 
 __all__ = ["MNIST_FILES", "MLP", "MnistData", "accuracy", "data_root", "load_mnist", "read_idx"]
 
@@ -64,7 +64,7 @@ def _checked_bytes(path: Path, sha256: str | None) -> bytes:
 
 def read_idx(path: Path, sha256: str | None = None) -> np.ndarray:
     """Read a gzip-compressed IDX file (ubyte data) into a numpy array."""
-    raw = _checked_bytes(Path(path), sha256)
+    raw = _checked_bytes(check_path("path", path), sha256)
     try:
         data = gzip.decompress(raw)
     except (OSError, EOFError) as e:
@@ -125,7 +125,7 @@ def load_mnist(data_dir: str | Path | None = None) -> MnistData:
 
     Cached per folder: repeated calls (notebooks, widgets) do not re-read the files.
     """
-    folder = Path(data_dir) if data_dir is not None else data_root() / "mnist"
+    folder = check_path("data_dir", data_dir, optional=True) or data_root() / "mnist"
     return _load(str(folder.resolve()))
 
 

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import conllu
 
-from ..validate import check_int
+from ..validate import check_int, check_path
 from .mnist import data_root
 
 __all__ = ["PAD", "UNK", "UD_FILES", "Sentence", "Treebank", "Vocab", "load_ud", "read_conllu", "punct_mask"]
@@ -172,7 +172,7 @@ def read_conllu(path: str | Path, text: str | None = None) -> list[Sentence]:
     ``text`` parses the given string instead (``path`` then only names it in errors).
     Raises ``ConlluError`` (a ``ValueError``) naming the file and line on malformed input.
     """
-    path = Path(path)
+    path = check_path("path", path)
     if text is None:
         if not path.is_file():
             raise FileNotFoundError(f"CoNLL-U file {path} is missing")
@@ -263,7 +263,7 @@ def _load(root: str) -> Treebank:
 
 def load_ud(root: str | Path | None = None) -> Treebank:
     """The shipped UD English EWT train/dev/test (sha256-checked, cached per process)."""
-    return _load(str(Path(root) if root is not None else data_root()))
+    return _load(str(check_path("root", root, optional=True) or data_root()))
 
 
 def punct_mask(sentence: Sentence) -> list[bool]:
