@@ -7,6 +7,7 @@ exit with status 2 and one line naming the argument.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from dataclasses import MISSING, fields
 
@@ -231,7 +232,15 @@ def main(argv=None) -> int:
         return _train(args)
     if args.command == "bench":
         from .bench import run_cli
+        from .results import check_output_path
 
+        try:  # before the benchmark, as for train
+            for flag, path in (("--json", args.json), ("--markdown", args.markdown)):
+                if path:
+                    check_output_path(path, flag)
+        except ValueError as e:
+            print(f"python -m mesimp_lib bench: error: {e}", file=sys.stderr)
+            return 2
         return run_cli(args)
     from . import experiments
 
@@ -261,7 +270,7 @@ def main(argv=None) -> int:
 
 
 def _train(args) -> int:
-    from .results import check_output_path, write_json_atomic
+    from .results import check_output_path
     from .training import train
 
     cfg = {f.name: getattr(args, f.name) for f in fields(TrainConfig)}
@@ -290,12 +299,28 @@ def _train(args) -> int:
         return 1
     model = result.pop("model", None)
     print(summary(result))
-    if args.save_model:
-        from .mesimp import save_model
+    return _write_outputs(args, result, model)
 
-        save_model(model, args.save_model, extra={"command": result["command"], "final_test_acc": result["final_test_acc"]})
-        print(f"  saved the model to {args.save_model}")
-    if args.json:
-        path = write_json_atomic(args.json, result)
-        print(f"  wrote {path}")
+
+def _write_outputs(args, result: dict, model) -> int:
+    """The result JSON first, then the model. A write that fails after training (the disk filled up, the
+    folder went away) leaves the result in a rescue file in the temporary folder, and says where."""
+    import tempfile
+    from pathlib import Path
+
+    from .results import write_json_atomic
+
+    try:
+        if args.json:
+            print(f"  wrote {write_json_atomic(args.json, result)}")
+        if args.save_model:
+            from .mesimp import save_model
+
+            extra = {"command": result["command"], "final_test_acc": result["final_test_acc"]}
+            print(f"  saved the model to {save_model(model, args.save_model, extra=extra)}")
+    except OSError as e:
+        rescue = write_json_atomic(Path(tempfile.gettempdir()) / f"mesimp-result-{os.getpid()}.json", result)
+        print(f"python -m mesimp_lib train: error: writing the output failed after training ({e}); the result "
+              f"is kept in {rescue}", file=sys.stderr)
+        return 1
     return 0

@@ -349,3 +349,27 @@ def test_a_failed_run_does_not_stop_the_others(data_dir, monkeypatch):
         experiments.run_suite("quick", log=lambda *_: None)
     stored = sorted(p.name for p in (data_dir / "results" / "quick").glob("*.json"))
     assert stored == sorted(n for n in calls if "topk" not in n) and len(stored) == len(calls) - 1
+
+
+def test_a_write_that_fails_after_training_keeps_the_result(tmp_path, monkeypatch):
+    """The path was fine before training and fails after (disk full): the result goes to a rescue file."""
+    monkeypatch.setattr(training, "train", lambda *a, **k: json.loads(
+        (ROOT / "data" / "results" / "quick" / "topk-k20.json").read_text()))
+    real = os.replace
+    target = tmp_path / "r.json"
+
+    def full_disk(src, dst):
+        if Path(dst) == target:
+            raise OSError(28, "No space left on device")
+        return real(src, dst)
+
+    monkeypatch.setattr("mesimp_lib.files.os.replace", full_disk)
+    code, _, err = _cli("train", "--quiet", "--json", str(target))
+    rescue = Path(err.split("the result is kept in ")[1].strip())
+    assert code == 1 and "No space left" in err and json.loads(rescue.read_text())["test_acc"] > 0
+    rescue.unlink()
+
+
+def test_bench_outputs_checked_before_the_benchmark(tmp_path):
+    code, _, err = _cli("bench", "--quick", "--markdown", str(tmp_path))
+    assert code == 2 and "--markdown" in err and "is a folder" in err
