@@ -232,14 +232,8 @@ def main(argv=None) -> int:
         return _train(args)
     if args.command == "bench":
         from .bench import run_cli
-        from .results import check_output_path
 
-        try:  # before the benchmark, as for train
-            for flag, path in (("--json", args.json), ("--markdown", args.markdown)):
-                if path:
-                    check_output_path(path, flag)
-        except ValueError as e:
-            print(f"python -m mesimp_lib bench: error: {e}", file=sys.stderr)
+        if not _outputs_writable("bench", ("--json", args.json), ("--markdown", args.markdown)):
             return 2
         return run_cli(args)
     from . import experiments
@@ -269,8 +263,22 @@ def main(argv=None) -> int:
     return 0
 
 
+def _outputs_writable(command: str, *flags: tuple[str, str | None]) -> bool:
+    """Check the output paths BEFORE the long part (a result must never be lost to an unwritable path at
+    the end); prints the error naming the flag."""
+    from .files import check_output_path
+
+    try:
+        for flag, path in flags:
+            if path:
+                check_output_path(path, flag)
+    except ValueError as e:
+        print(f"python -m mesimp_lib {command}: error: {e}", file=sys.stderr)
+        return False
+    return True
+
+
 def _train(args) -> int:
-    from .results import check_output_path
     from .training import train
 
     cfg = {f.name: getattr(args, f.name) for f in fields(TrainConfig)}
@@ -285,12 +293,7 @@ def _train(args) -> int:
         print("python -m mesimp_lib train: error: --save-model is implemented for the MNIST MLP only "
               f"(got --task {config.task})", file=sys.stderr)
         return 2
-    try:  # before training: a result must never be lost to an unwritable path at the end
-        for flag, path in (("--json", args.json), ("--save-model", args.save_model)):
-            if path:
-                check_output_path(path, flag)
-    except ValueError as e:
-        print(f"python -m mesimp_lib train: error: {e}", file=sys.stderr)
+    if not _outputs_writable("train", ("--json", args.json), ("--save-model", args.save_model)):
         return 2
     try:
         result = train(config, progress=not args.quiet, return_model=bool(args.save_model))
