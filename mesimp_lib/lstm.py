@@ -662,8 +662,7 @@ def step_backward(x_t, h_prev, c_prev, weight_ih, weight_hh, bias_ih=None, bias_
     cells those rows belong to), ``dh_prev``, ``dc_prev``, ``dx``, ``dW_ih``, ``dW_hh``, ``db``
     (dense, as the originals).
     """
-    if mode not in MODES:
-        raise ValueError(f"mode={mode!r} is not a meProp mode; allowed: {', '.join(MODES)}")
+    check_choice("mode", mode, MODES)
     hsz = weight_hh.shape[1]
     kk = resolve_k(k, hsz)
     pre = x_t @ weight_ih.t() + h_prev @ weight_hh.t()

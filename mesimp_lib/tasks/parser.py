@@ -150,8 +150,7 @@ class ParserVocab:
 
     @classmethod
     def build(cls, sentences, min_count: int = 2, tagset: str = "upos") -> "ParserVocab":
-        if tagset not in ("upos", "xpos"):
-            raise ValueError(f"tagset={tagset!r} is not allowed; allowed: upos, xpos")
+        check_choice("tagset", tagset, ("upos", "xpos"))
         words = Vocab.build((w for s in sentences for w in s.words), min_count, specials=SPECIALS)
         tags = Vocab.build((t for s in sentences for t in s.tags(tagset)), 1, specials=SPECIALS)
         labels = Vocab.build((d for s in sentences for d in s.deprels), 1, specials=SPECIALS)

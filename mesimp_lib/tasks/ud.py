@@ -25,7 +25,7 @@ from pathlib import Path
 
 import conllu
 
-from ..validate import check_int, check_path
+from ..validate import check_choice, check_int, check_path
 from .mnist import data_root
 
 __all__ = ["PAD", "UNK", "UD_FILES", "Sentence", "Treebank", "Vocab", "load_ud", "read_conllu", "punct_mask"]
@@ -61,11 +61,7 @@ class Sentence:
         return len(self.words)
 
     def tags(self, tagset: str) -> list[str]:
-        if tagset == "upos":
-            return self.upos
-        if tagset == "xpos":
-            return self.xpos
-        raise ValueError(f"tagset={tagset!r} is not allowed; allowed: upos, xpos")
+        return self.upos if check_choice("tagset", tagset, ("upos", "xpos")) == "upos" else self.xpos
 
 
 class ConlluError(ValueError):
