@@ -25,6 +25,12 @@ PARENT_ENV = "MESIMP_SUITE_PARENT"  # set for a child: the pid of the suite that
 _PR_SET_PDEATHSIG = 1
 
 
+def _orphaned(parent: int) -> None:
+    sys.stderr.write(f"mesimp_lib: the experiment suite (pid {parent}, ${PARENT_ENV}) that started this run is "
+                     "gone; stopping (re-run the suite to resume)\n")
+    os._exit(1)
+
+
 def die_with_parent() -> None:
     """In a suite's child (``PARENT_ENV`` set): exit when the suite dies, even by SIGKILL."""
     parent = os.environ.get(PARENT_ENV)
@@ -39,12 +45,12 @@ def die_with_parent() -> None:
         except (OSError, AttributeError):
             armed = False
     if os.getppid() != parent:  # the suite died before the signal was armed
-        os._exit(1)
+        _orphaned(parent)
     if not armed:
         def watch():
             while os.getppid() == parent:
                 time.sleep(1.0)
-            os._exit(1)
+            _orphaned(parent)
 
         threading.Thread(target=watch, daemon=True, name="parent-watch").start()
 

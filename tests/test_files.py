@@ -373,3 +373,26 @@ def test_a_write_that_fails_after_training_keeps_the_result(tmp_path, monkeypatc
 def test_bench_outputs_checked_before_the_benchmark(tmp_path):
     code, _, err = _cli("bench", "--quick", "--markdown", str(tmp_path))
     assert code == 2 and "--markdown" in err and "is a folder" in err
+
+
+def test_a_rerun_does_only_the_missing_runs(data_dir, monkeypatch):
+    """After an interrupted suite (here: one run died), the re-run starts only the run without a result."""
+    from dataclasses import asdict
+
+    calls, killed = [], []
+
+    def fake_command(cfg, path, save_model=False):
+        calls.append(path.stem)
+        if path.stem == "dense" and not killed:  # the first attempt is killed
+            killed.append(path.stem)
+            return [sys.executable, "-c", "import os, signal; os.kill(os.getpid(), signal.SIGKILL)"]
+        result = {"config": asdict(cfg), "test_acc": 0.5}
+        return [sys.executable, "-c", f"import json; json.dump({result!r}, open({str(path)!r}, 'w'))"]
+
+    monkeypatch.setattr(experiments, "_command", fake_command)
+    with pytest.raises(RuntimeError, match="dense failed"):
+        experiments.run_suite("quick", log=lambda *_: None)
+    first = list(calls)
+    calls.clear()
+    assert [p.stem for p in experiments.run_suite("quick", log=lambda *_: None)] == ["dense"] and calls == ["dense"]
+    assert len(first) == len(list((data_dir / "results" / "quick").glob("*.json")))
