@@ -290,20 +290,17 @@ ALL_CLI = [(c, a, v) for c, a in _CLI_FLAGS for v in CLI_POOL]
 
 
 def count() -> dict:
+    """Every (argument, value) pair once: the tally and the "other" cases."""
     tally = {"tried": 0, "success": 0, "clean": 0, "other": 0}
     others = []
-    for t, a, v in ALL_CALLS:
-        kind, detail = classify_call(t, a, v)
+    cases = [(f"{t}({a}={v!r})", lambda t=t, a=a, v=v: classify_call(t, a, v)) for t, a, v in ALL_CALLS]
+    cases += [(f"{c} --{a.replace('_', '-')}={v!r}", lambda c=c, a=a, v=v: classify_cli(c, a, v)) for c, a, v in ALL_CLI]
+    for label, classify in cases:
+        kind, detail = classify()
         tally["tried"] += 1
         tally[kind] += 1
         if kind == "other":
-            others.append(f"{t}({a}={v!r}): {detail}"[:240])
-    for c, a, v in ALL_CLI:
-        kind, detail = classify_cli(c, a, v)
-        tally["tried"] += 1
-        tally[kind] += 1
-        if kind == "other":
-            others.append(f"{c} --{a.replace('_', '-')}={v!r}: {detail}"[:240])
+            others.append(f"{label}: {detail}"[:240])
     return {"counts": tally, "others": others}
 
 
