@@ -26,7 +26,7 @@ from .meact import STATISTICS, MeAct
 from .mesimp import REALISATIONS, RECORDS, RESETS, Simplifier, cycle_phase, reset_optimizer_state
 from .results import environment, finite_or_none
 from .validate import (SEED_MAX, ArgumentError, check_bool, check_choice, check_device, check_float, check_int,
-                       check_sizes)
+                       check_sizes, plain_number)
 from .tasks.mnist import MLP, accuracy, load_mnist
 
 __all__ = ["METHODS", "OPTIMIZERS", "TrainConfig", "build_model", "make_optimizer", "train"]
@@ -110,15 +110,17 @@ class TrainConfig:
         self.seed = check_int("seed", self.seed, 0, SEED_MAX)
         self.train_limit = check_int("train_limit", self.train_limit, 1, optional=True)
         self.embed_dim = check_int("embed_dim", self.embed_dim, 1, optional=True)
-        check_float("dropout", self.dropout, 0.0, 1.0, hi_open=True)
-        check_float("lr", self.lr, 0.0, lo_open=True, optional=True)
-        check_float("grad_clip", self.grad_clip, 0.0, lo_open=True, optional=True)
-        check_float("prune_rate", self.prune_rate, 0.0, 1.0)
-        check_float("meact_threshold", self.meact_threshold, 0.0)
+        # plain Python numbers (a NumPy scalar would not go into the result JSON)
+        self.dropout = check_float("dropout", self.dropout, 0.0, 1.0, hi_open=True)
+        self.lr = check_float("lr", self.lr, 0.0, lo_open=True, optional=True)
+        self.grad_clip = check_float("grad_clip", self.grad_clip, 0.0, lo_open=True, optional=True)
+        self.prune_rate = check_float("prune_rate", self.prune_rate, 0.0, 1.0)
+        self.meact_threshold = check_float("meact_threshold", self.meact_threshold, 0.0)
         self.device = str(check_device("device", self.device))  # a torch.device becomes its name
         # k None / 0 / >= width means a dense backward through the meProp path (allowed)
         resolve_k(self.k, max(self.hidden) if isinstance(self.hidden, list) else self.hidden)
         resolve_k(self.k_out, 10, "k_out")
+        self.k, self.k_out = plain_number(self.k), plain_number(self.k_out)
         if self.task != "mnist" and self.method not in ("dense", "meprop", "random", "mesimp"):
             bad("method", "dense, meprop, random, mesimp (meAct is implemented for the MNIST MLP only)")
         if self.weight_grad == "sparse" and self.optimizer not in ("sgd", "lazy_adam", "lazy_sgd"):

@@ -17,7 +17,8 @@ from pathlib import Path
 import torch
 
 __all__ = ["ArgumentError", "MAX_SIZE", "check_bool", "check_choice", "check_device", "check_dtype", "check_float",
-           "check_int", "check_path", "check_size", "check_sizes"]
+           "check_int", "check_path", "check_size", "check_sizes",
+           "plain_number"]
 
 MAX_SIZE = 2**31 - 1  # widths, counts and sizes: the kernels index with 32-bit ints
 SEED_MAX = 2**64 - 1  # torch.manual_seed takes [0, 2**64)
@@ -122,6 +123,15 @@ def check_device(name: str, value, *, optional: bool = False) -> str | torch.dev
     if dev.type not in DEVICE_TYPES or (dev.type == "cuda" and (
             not torch.cuda.is_available() or (dev.index is not None and dev.index >= torch.cuda.device_count()))):
         _fail(name, value, allowed)
+    return value
+
+
+def plain_number(value):
+    """A NumPy (or other) integer as an ``int``, a real number as a ``float``; anything else unchanged."""
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        return int(value)
+    if isinstance(value, numbers.Real) and not isinstance(value, (bool, int, float)):
+        return float(value)
     return value
 
 

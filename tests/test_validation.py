@@ -3,6 +3,8 @@ allowed; no silent coercion; the command line exits 2 naming the flag."""
 
 import contextlib
 import io
+import json
+from dataclasses import asdict
 
 import numpy as np
 import pytest
@@ -88,8 +90,10 @@ def test_constructors_name_the_bad_argument(make, name):
 
 
 def test_valid_config_unchanged():
-    c = TrainConfig(hidden=[30, np.int64(20)], seed=np.int64(7))
-    assert c.hidden == [30, 20] and c.layers == 2 and type(c.seed) is int
+    c = TrainConfig(hidden=[30, np.int64(20)], seed=np.int64(7), k=np.int64(5), lr=np.float32(0.5), dropout=0)
+    assert c.hidden == [30, 20] and c.layers == 2 and type(c.seed) is int and type(c.k) is int
+    assert c.lr == 0.5 and type(c.lr) is float and c.dropout == 0.0
+    json.dumps(asdict(c))  # NumPy scalars would make the result JSON fail after training
     assert str(TrainConfig(method="meprop", k=20, seed=2)) == "python -m mesimp_lib train --task mnist --method meprop --k 20 --seed 2"
 
 
