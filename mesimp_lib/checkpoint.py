@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .files import write_atomic
+from .files import load_torch, write_atomic
 from .validate import ArgumentError, check_path, check_size, check_sizes
 
 __all__ = ["load_model", "save_model"]
@@ -54,15 +54,7 @@ def _expected_shapes(in_features: int, widths: list[int], out_features: int) -> 
 
 def _read(path: Path) -> dict:
     """The checked payload: readable, the right format, sizes that agree with the tensors, checksum."""
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise
-    except IsADirectoryError:
-        raise ValueError(f"{path} is a folder, not a checkpoint file") from None
-    except Exception as e:  # noqa: BLE001 (a cut-short zip gives OSError, EOFError, RuntimeError, ...)
-        raise ValueError(f"{path} cannot be read as a checkpoint ({type(e).__name__}: {e or 'file ends early'}); "
-                         f"it is cut short or damaged: {_RESTORE}") from e
+    payload = load_torch(path, _RESTORE)
     if not isinstance(payload, dict) or payload.get("format") not in (FORMAT, "mesimp_lib.MLP/1"):
         raise ValueError(f"{path} is not a mesimp_lib MLP checkpoint (saved with mesimp_lib.mesimp.save_model)")
     try:

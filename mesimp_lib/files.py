@@ -8,7 +8,9 @@ import tempfile
 from pathlib import Path
 from typing import IO, Callable
 
-__all__ = ["check_output_path", "write_atomic"]
+import torch
+
+__all__ = ["check_output_path", "load_torch", "write_atomic"]
 
 
 def _umask() -> int:
@@ -59,3 +61,17 @@ def check_output_path(path: str | Path, what: str) -> Path:
     except OSError as e:
         raise ValueError(f"{what} {str(path)!r} cannot be written: {e.strerror or e}") from None
     return path
+
+
+def load_torch(path: Path, restore: str):
+    """``torch.load`` (``weights_only``) of a file we wrote; a cut-short or damaged one raises a ``ValueError``
+    naming the file and ``restore`` (how to get it back); a missing one, ``FileNotFoundError``."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise
+    except IsADirectoryError:
+        raise ValueError(f"{path} is a folder, not a file saved with torch.save") from None
+    except Exception as e:  # noqa: BLE001 (a cut-short zip gives OSError, EOFError, RuntimeError, ...)
+        raise ValueError(f"{path} cannot be read ({type(e).__name__}: {e or 'file ends early'}); it is cut short "
+                         f"or damaged: {restore}") from e

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from .files import write_atomic
+from .files import load_torch, write_atomic
 from .tasks.mnist import MLP, data_root, load_mnist
 
 __all__ = ["PATH_KS", "PATH_STEPS", "PathObserver", "load_active_paths", "record_active_paths", "widgets_dir"]
@@ -99,4 +99,5 @@ def load_active_paths(path: Path | None = None) -> dict:
             f"{path} is missing: it ships with the repository (git checkout -- {path}); "
             "re-make it with `python -m mesimp_lib experiment widgets`"
         )
-    return torch.load(path, weights_only=True)
+    return load_torch(path, f"restore it with `git checkout -- {path}` or re-make it with "
+                            "`python -m mesimp_lib experiment widgets`")

@@ -146,7 +146,7 @@ def test_truncated_model_names_the_file(tmp_path, keep):
     _, p = _saved(tmp_path)
     raw = p.read_bytes()
     p.write_bytes(raw[: int(keep * len(raw)) if isinstance(keep, float) else keep])
-    with pytest.raises(ValueError, match=f"{p} cannot be read as a checkpoint.*cut short.*--save-model"):
+    with pytest.raises(ValueError, match=f"{p} cannot be read .*cut short.*--save-model"):
         load_model(p)
 
 
@@ -396,3 +396,12 @@ def test_a_rerun_does_only_the_missing_runs(data_dir, monkeypatch):
     calls.clear()
     assert [p.stem for p in experiments.run_suite("quick", log=lambda *_: None)] == ["dense"] and calls == ["dense"]
     assert len(first) == len(list((data_dir / "results" / "quick").glob("*.json")))
+
+
+def test_truncated_widget_recording_names_the_file(tmp_path):
+    from mesimp_lib.recordings import load_active_paths
+
+    p = tmp_path / "active_paths.pt"
+    p.write_bytes((ROOT / "data" / "results" / "widgets" / "active_paths.pt").read_bytes()[:1000])
+    with pytest.raises(ValueError, match=f"{p} cannot be read .*git checkout.*experiment widgets"):
+        load_active_paths(p)
