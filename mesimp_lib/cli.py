@@ -239,19 +239,7 @@ def main(argv=None) -> int:
     from . import experiments
 
     if args.command == "experiment":
-        suites = experiments.ALL if args.suite == "all" else [args.suite]
-        if args.verify:
-            ok = all(experiments.verify_suite(suite) for suite in suites)
-            print("all identical" if ok else "some runs differ from their stored results")
-            return 0 if ok else 1
-        try:
-            for suite in suites:
-                experiments.run_suite(suite, jobs=args.jobs, dry_run=args.dry_run, seeds=args.seeds, device=args.device,
-                                      names=args.only)
-        except ValueError as e:
-            print(f"python -m mesimp_lib experiment: error: {e}", file=sys.stderr)
-            return 2
-        return 0
+        return _experiment(args, experiments)
     try:
         for suite in [*experiments.SUITES, "mesimp_inference"]:
             print(f"## {suite}\n\n{experiments.summarize_suite(suite)}")
@@ -259,6 +247,32 @@ def main(argv=None) -> int:
             experiments.update_readme(args.readme)
     except (ValueError, FileNotFoundError) as e:  # a damaged results file: named, with how to restore it
         print(f"python -m mesimp_lib summarize: error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _experiment(args, experiments) -> int:
+    """``experiment SUITE``: run (or ``--verify``) a suite; bad names exit 2, failed runs exit 1."""
+    known = [*experiments.SUITES, "mesimp_inference", "widgets"]
+    trained = list(experiments.SUITES) if args.verify else known  # --verify re-trains: training suites only
+    if args.suite != "all" and args.suite not in trained:
+        print(f"python -m mesimp_lib experiment: error: argument suite: {args.suite!r} is not allowed"
+              f"{' with --verify' if args.verify else ''}; allowed: all, {', '.join(trained)}", file=sys.stderr)
+        return 2
+    suites = [s for s in experiments.ALL if s in trained] if args.suite == "all" else [args.suite]
+    if args.verify:
+        ok = all(experiments.verify_suite(suite) for suite in suites)
+        print("all identical" if ok else "some runs differ from their stored results")
+        return 0 if ok else 1
+    try:
+        for suite in suites:
+            experiments.run_suite(suite, jobs=args.jobs, dry_run=args.dry_run, seeds=args.seeds, device=args.device,
+                                  names=args.only)
+    except ValueError as e:  # a damaged stored result: named, with how to restore it
+        print(f"python -m mesimp_lib experiment: error: {e}", file=sys.stderr)
+        return 2
+    except RuntimeError as e:  # runs that failed (the others are stored)
+        print(f"python -m mesimp_lib experiment: error: {e}", file=sys.stderr)
         return 1
     return 0
 

@@ -133,3 +133,10 @@ def test_suite_commands_parse_back_to_their_config(tmp_path):
         cmd = experiments._command(cfg, tmp_path / "r.json")
         args = cli.build_parser().parse_args(cmd[3:])
         assert TrainConfig(**{f: getattr(args, f) for f in TrainConfig.__dataclass_fields__}) == cfg
+
+
+@pytest.mark.parametrize("argv", [["experiment", "bogus"], ["experiment", "widgets", "--verify"],
+                                  ["experiment", "bogus", "--verify"]])
+def test_unknown_suite_exits_2(argv):
+    code, err = _cli(*argv)
+    assert code == 2 and "argument suite:" in err and "allowed: all, meprop_mnist" in err, err
