@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import logging
 import os
 import signal
 import subprocess
@@ -26,8 +27,8 @@ _PR_SET_PDEATHSIG = 1
 
 
 def _orphaned(parent: int) -> None:
-    sys.stderr.write(f"mesimp_lib: the experiment suite (pid {parent}, ${PARENT_ENV}) that started this run is "
-                     "gone; stopping (re-run the suite to resume)\n")
+    logging.getLogger(__name__).error("the experiment suite (pid %d, $%s) that started this run is gone; stopping "
+                                      "(re-run the suite to resume)", parent, PARENT_ENV)
     os._exit(1)
 
 
