@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from .meprop import MePropLinear, _fused, select_per_example, select_unified
+from .files import write_atomic
 from .results import environment, write_json_atomic
 
 __all__ = ["bench_inference", "bench_layer", "bench_lstm", "bench_mlp", "bench_step", "run_benchmark", "to_markdown"]
@@ -646,12 +647,8 @@ def run_cli(args) -> int:
         write_json_atomic(args.json, res)
         print(f"wrote {args.json}")
     if args.markdown:
-        from pathlib import Path
-
-        Path(args.markdown).parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(args.markdown).with_suffix(".tmp")
-        tmp.write_text(to_markdown(res))
-        os.replace(tmp, args.markdown)
+        text = to_markdown(res)
+        write_atomic(args.markdown, lambda f: f.write(text))
         print(f"wrote {args.markdown}")
     bad = [r for r in res["layer"] if not r["correct"]]
     if bad:

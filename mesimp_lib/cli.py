@@ -7,13 +7,16 @@ exit with status 2 and one line naming the argument.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from dataclasses import MISSING, fields
 
+from .children import die_with_parent
 from .meact import STATISTICS
 from .meprop import KERNELS, MODES, WEIGHT_GRADS
 from .mesimp import REALISATIONS, RECORDS, RESETS
 from .training import ACTIVATIONS, METHODS, OPTIMIZERS, TAGSETS, TASKS, TrainConfig
+from .validate import SEED_MAX, check_device, check_float, check_int
 
 HELP = {
     "task": "data set and model: mnist (MLP), pos (BiLSTM POS tagger on UD English EWT), parse (Chen & Manning "
@@ -108,6 +111,32 @@ def _widths(text: str):
     return parts[0] if len(parts) == 1 else parts
 
 
+def _checked(check, *args, **kwargs):
+    """An argparse type: the text as an int / float (by ``check``'s kind) or as is, checked by ``check``;
+    argparse then names the flag in its exit-2 message."""
+    def parse(text: str):
+        value = text
+        if check in (check_int, check_float):
+            kind = int if check is check_int else float
+            try:
+                value = kind(text)
+            except ValueError:
+                raise argparse.ArgumentTypeError(f"{text!r} is not {'an int' if kind is int else 'a number'}") from None
+        try:
+            return check("value", value, *args, **kwargs)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e).replace("value=", "", 1)) from None
+
+    parse.__name__ = check.__name__
+    return parse
+
+
+def _seed_list(text: str) -> list[int]:
+    """'1' -> [1], '1,2' -> [1, 2] (each a valid seed)."""
+    check = _checked(check_int, 0, SEED_MAX)
+    return [check(t) for t in text.split(",")]
+
+
 def _add_config_flags(p: argparse.ArgumentParser) -> None:
     for f in fields(TrainConfig):
         flag = "--" + f.name.replace("_", "-")
@@ -143,15 +172,16 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--quick", action="store_true", help="a small grid (seconds, for tests)")
     b.add_argument("--json", metavar="PATH", help="write the results as JSON")
     b.add_argument("--markdown", metavar="PATH", help="write the table as Markdown (benchmarks/RESULTS.md)")
-    b.add_argument("--rounds-scale", type=float, default=1.0, help="multiply the number of timing rounds")
+    b.add_argument("--rounds-scale", type=_checked(check_float, 0.0, 1000.0, lo_open=True), default=1.0,
+                   help="multiply the number of timing rounds")
     e = sub.add_parser("experiment", help="run a stored experiment suite resumably")
     e.add_argument("suite", help="suite name, or 'all'")
-    e.add_argument("--jobs", type=int, default=1, help="runs in parallel (1 thread each)")
+    e.add_argument("--jobs", type=_checked(check_int, 1, 256), default=1, help="runs in parallel (1 thread each)")
     e.add_argument("--dry-run", action="store_true", help="list the missing runs only")
-    e.add_argument("--seeds", type=lambda t: [int(v) for v in t.split(",")], default=None,
+    e.add_argument("--seeds", type=_seed_list, default=None,
                    help="only runs with these seeds, e.g. 1 or 1,2 (default: all)")
-    e.add_argument("--device", default=None, help="run on this device instead (e.g. cuda); stored runs count as "
-                   "done whatever their device")
+    e.add_argument("--device", default=None, type=_checked(check_device),
+                   help="run on this device instead (e.g. cuda); stored runs count as done whatever their device")
     e.add_argument("--only", default=None, type=lambda t: t.split(","),
                    help="only runs whose name starts with one of these comma-separated prefixes")
     e.add_argument("--verify", action="store_true",
@@ -184,6 +214,9 @@ def summary(result: dict) -> str:
         lines.append(f"  final widths        {result['final_widths']} (average {result['average_width']}); "
                      f"parameters {result['params']['ratio']:.1%} of the start")
         lines.append(f"  widths over time    {steps} -> {result['final_widths']}")
+    if result.get("finite") is False:
+        lines.append(f"  WARNING             the run diverged: non-finite (NaN/inf) values, stored as null: "
+                     f"{', '.join(result['non_finite_values'][:3])}...")
     rows = result["rows"]
     if rows["with_grad"]:
         wg = ", ".join(_pct(v) for v in rows["with_grad"])
@@ -193,49 +226,88 @@ def summary(result: dict) -> str:
 
 
 def main(argv=None) -> int:
+    die_with_parent()  # a run started by an experiment suite ends with the suite (even on SIGKILL)
     args = build_parser().parse_args(argv)
     if args.command == "train":
         return _train(args)
     if args.command == "bench":
         from .bench import run_cli
 
+        if not _outputs_writable("bench", ("--json", args.json), ("--markdown", args.markdown)):
+            return 2
         return run_cli(args)
     from . import experiments
 
     if args.command == "experiment":
-        suites = experiments.ALL if args.suite == "all" else [args.suite]
-        if args.verify:
-            ok = all(experiments.verify_suite(suite) for suite in suites)
-            print("all identical" if ok else "some runs differ from their stored results")
-            return 0 if ok else 1
-        try:
-            for suite in suites:
-                experiments.run_suite(suite, jobs=args.jobs, dry_run=args.dry_run, seeds=args.seeds, device=args.device,
-                                      names=args.only)
-        except ValueError as e:
-            print(f"python -m mesimp_lib experiment: error: {e}", file=sys.stderr)
-            return 2
-        return 0
-    for suite in [*experiments.SUITES, "mesimp_inference"]:
-        print(f"## {suite}\n\n{experiments.summarize_suite(suite)}")
-    if args.readme:
-        experiments.update_readme(args.readme)
+        return _experiment(args, experiments)
+    try:
+        for suite in [*experiments.SUITES, "mesimp_inference"]:
+            print(f"## {suite}\n\n{experiments.summarize_suite(suite)}")
+        if args.readme:
+            experiments.update_readme(args.readme)
+    except (ValueError, FileNotFoundError) as e:  # a damaged results file: named, with how to restore it
+        print(f"python -m mesimp_lib summarize: error: {e}", file=sys.stderr)
+        return 1
     return 0
 
 
+def _experiment(args, experiments) -> int:
+    """``experiment SUITE``: run (or ``--verify``) a suite; bad names exit 2, failed runs exit 1."""
+    known = [*experiments.SUITES, "mesimp_inference", "widgets"]
+    trained = list(experiments.SUITES) if args.verify else known  # --verify re-trains: training suites only
+    if args.suite != "all" and args.suite not in trained:
+        print(f"python -m mesimp_lib experiment: error: argument suite: {args.suite!r} is not allowed"
+              f"{' with --verify' if args.verify else ''}; allowed: all, {', '.join(trained)}", file=sys.stderr)
+        return 2
+    suites = [s for s in experiments.ALL if s in trained] if args.suite == "all" else [args.suite]
+    if args.verify:
+        ok = all(experiments.verify_suite(suite) for suite in suites)
+        print("all identical" if ok else "some runs differ from their stored results")
+        return 0 if ok else 1
+    try:
+        for suite in suites:
+            experiments.run_suite(suite, jobs=args.jobs, dry_run=args.dry_run, seeds=args.seeds, device=args.device,
+                                  names=args.only)
+    except ValueError as e:  # a damaged stored result: named, with how to restore it
+        print(f"python -m mesimp_lib experiment: error: {e}", file=sys.stderr)
+        return 2
+    except RuntimeError as e:  # runs that failed (the others are stored)
+        print(f"python -m mesimp_lib experiment: error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _outputs_writable(command: str, *flags: tuple[str, str | None]) -> bool:
+    """Check the output paths BEFORE the long part (a result must never be lost to an unwritable path at
+    the end); prints the error naming the flag."""
+    from .files import check_output_path
+
+    try:
+        for flag, path in flags:
+            if path:
+                check_output_path(path, flag)
+    except ValueError as e:
+        print(f"python -m mesimp_lib {command}: error: {e}", file=sys.stderr)
+        return False
+    return True
+
+
 def _train(args) -> int:
-    from .results import write_json_atomic
     from .training import train
 
     cfg = {f.name: getattr(args, f.name) for f in fields(TrainConfig)}
     try:
         config = TrainConfig(**cfg)
     except ValueError as e:
-        print(f"python -m mesimp_lib train: error: {e}", file=sys.stderr)
+        name = getattr(e, "name", None)
+        flag = f"argument --{name.split('[')[0].replace('_', '-')}: " if name else ""
+        print(f"python -m mesimp_lib train: error: {flag}{e}", file=sys.stderr)
         return 2
     if args.save_model and config.task != "mnist":
         print("python -m mesimp_lib train: error: --save-model is implemented for the MNIST MLP only "
               f"(got --task {config.task})", file=sys.stderr)
+        return 2
+    if not _outputs_writable("train", ("--json", args.json), ("--save-model", args.save_model)):
         return 2
     try:
         result = train(config, progress=not args.quiet, return_model=bool(args.save_model))
@@ -244,12 +316,28 @@ def _train(args) -> int:
         return 1
     model = result.pop("model", None)
     print(summary(result))
-    if args.save_model:
-        from .mesimp import save_model
+    return _write_outputs(args, result, model)
 
-        save_model(model, args.save_model, extra={"command": result["command"], "final_test_acc": result["final_test_acc"]})
-        print(f"  saved the model to {args.save_model}")
-    if args.json:
-        path = write_json_atomic(args.json, result)
-        print(f"  wrote {path}")
+
+def _write_outputs(args, result: dict, model) -> int:
+    """The result JSON first, then the model. A write that fails after training (the disk filled up, the
+    folder went away) leaves the result in a rescue file in the temporary folder, and says where."""
+    import tempfile
+    from pathlib import Path
+
+    from .results import write_json_atomic
+
+    try:
+        if args.json:
+            print(f"  wrote {write_json_atomic(args.json, result)}")
+        if args.save_model:
+            from .mesimp import save_model
+
+            extra = {"command": result["command"], "final_test_acc": result["final_test_acc"]}
+            print(f"  saved the model to {save_model(model, args.save_model, extra=extra)}")
+    except OSError as e:
+        rescue = write_json_atomic(Path(tempfile.gettempdir()) / f"mesimp-result-{os.getpid()}.json", result)
+        print(f"python -m mesimp_lib train: error: writing the output failed after training ({e}); the result "
+              f"is kept in {rescue}", file=sys.stderr)
+        return 1
     return 0

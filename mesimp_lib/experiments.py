@@ -10,13 +10,15 @@ atomically as it finishes: an interrupted suite loses nothing that finished.
 from __future__ import annotations
 
 import re
+import shlex
 import statistics
-import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import fields, replace
 from pathlib import Path
 
+from .children import ChildGroup
+from .files import write_atomic
 from .results import mean_sd as _mean_sd, read_json, write_json_atomic
 from .tasks.mnist import data_root
 from .grid import GRID_SUITES, GRID_TABLES, _quick
@@ -113,7 +115,7 @@ def results_dir(suite: str) -> Path:
 
 
 def _command(cfg: TrainConfig, path: Path, save_model: bool = False) -> list[str]:
-    cmd = [sys.executable, "-m", "mesimp_lib", *cfg.to_cli().split()[3:], "--json", str(path), "--quiet"]
+    cmd = [sys.executable, "-m", "mesimp_lib", *shlex.split(cfg.to_cli())[3:], "--json", str(path), "--quiet"]
     if save_model and cfg.method == "mesimp":
         cmd += ["--save-model", str(path.with_suffix(".pt"))]
     return cmd
@@ -165,6 +167,7 @@ def run_suite(suite: str, jobs: int = 1, dry_run: bool = False, log=print, seeds
     if suite not in SUITES:
         raise ValueError(f"suite={suite!r} is unknown; allowed: {', '.join([*SUITES, 'mesimp_inference'])}")
     out = results_dir(suite)
+    restore = f"python -m mesimp_lib experiment {suite}"
     todo = []
     for name, cfg in SUITES[suite]().items():
         path = out / f"{name}.json"
@@ -174,7 +177,7 @@ def run_suite(suite: str, jobs: int = 1, dry_run: bool = False, log=print, seeds
             continue
         if device is not None:
             cfg = replace(cfg, device=device)
-        if path.exists() and _same_config(read_json(path).get("config"), cfg):
+        if path.exists() and _same_config(read_json(path, restore).get("config"), cfg):
             continue
         twin = _stored_twin(suite, cfg)
         if twin is not None and not dry_run:  # the same run, already made for the prune-rate choice
@@ -189,22 +192,31 @@ def run_suite(suite: str, jobs: int = 1, dry_run: bool = False, log=print, seeds
             log(f"  {name}: {cfg}")
         return []
 
+    failed = []
+
     def one(item):
         name, cfg, path = item
-        proc = subprocess.run(_command(cfg, path, suite in SAVE_MODELS), capture_output=True, text=True)
-        if proc.returncode != 0:
-            raise RuntimeError(f"{name} failed:\n{proc.stderr[-2000:]}")
-        log(f"  done {name}: test {read_json(path)['test_acc']:.4f}")
+        proc = group.run(_command(cfg, path, suite in SAVE_MODELS))
+        if proc.returncode != 0:  # the other runs go on; the suite reports every failure at the end
+            failed.append(f"{name} failed (exit {proc.returncode}):\n{proc.stderr[-2000:]}")
+            return None
+        log(f"  done {name}: test {read_json(path, restore)['test_acc']:.4f}")
         return path
 
-    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        return list(pool.map(one, todo))
+    # leaving by an exception or Ctrl-C kills the running children (ChildGroup first, then the pool)
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool, ChildGroup() as group:
+        done = [p for p in pool.map(one, todo) if p is not None]
+    if failed:
+        raise RuntimeError(f"{len(failed)} of {len(todo)} run(s) of {suite} failed (the others are stored; a re-run "
+                           "does only the missing ones):\n" + "\n".join(failed))
+    return done
 
 
 def _load_groups(suite: str) -> dict[str, list[dict]]:
     groups: dict[str, list[dict]] = {}
+    restore = f"python -m mesimp_lib experiment {suite}"
     for f in sorted(results_dir(suite).glob("*.json")):
-        groups.setdefault(re.sub(r"-s\d+$", "", f.stem), []).append(read_json(f))
+        groups.setdefault(re.sub(r"-s\d+$", "", f.stem), []).append(read_json(f, restore))
     return groups
 
 
@@ -452,6 +464,12 @@ def _table_inference() -> str:
     return "\n".join(lines) + "\n"
 
 
+def _no_html(text: str) -> str:
+    """Stored results are data, not markup: ``&`` and ``<`` are escaped, so HTML (or an entity) in a stored
+    name, command or CPU string is shown as text in the README, never rendered or run."""
+    return text.replace("&", "&amp;").replace("<", "&lt;")
+
+
 def update_readme(readme: str | Path, suites=None) -> None:
     """Replace the text between ``<!-- results:SUITE -->`` and ``<!-- /results:SUITE -->``."""
     path = Path(readme)
@@ -461,7 +479,5 @@ def update_readme(readme: str | Path, suites=None) -> None:
         if start in text and end in text:
             a = text.index(start) + len(start)
             b = text.index(end)
-            text = text[:a] + "\n" + summarize_suite(suite) + text[b:]
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
+            text = text[:a] + "\n" + _no_html(summarize_suite(suite)) + text[b:]
+    write_atomic(path, lambda f: f.write(text))

@@ -34,6 +34,8 @@ from __future__ import annotations
 
 import torch
 
+from .validate import ArgumentError, check_bool, check_float
+
 __all__ = ["LazyAdam", "LazySGD", "grad_rows"]
 
 
@@ -78,11 +80,13 @@ class LazyAdam(torch.optim.Optimizer):
     native step or an error saying why not."""
 
     def __init__(self, params, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8, native: bool | None = None):
-        if not lr > 0:
-            raise ValueError(f"lr={lr} must be > 0")
-        if not (0 <= betas[0] < 1 and 0 <= betas[1] < 1):
-            raise ValueError(f"betas={betas} must be in [0, 1)")
-        super().__init__(params, {"lr": lr, "betas": tuple(betas), "eps": eps})
+        lr = check_float("lr", lr, 0.0, lo_open=True)
+        if not isinstance(betas, (tuple, list)) or len(betas) != 2:
+            raise ArgumentError(f"betas={betas!r} is not allowed; allowed: a pair of finite numbers in [0, 1)")
+        betas = tuple(check_float(f"betas[{i}]", b, 0.0, 1.0, hi_open=True) for i, b in enumerate(betas))
+        eps = check_float("eps", eps, 0.0)
+        check_bool("native", native, optional=True)
+        super().__init__(params, {"lr": lr, "betas": betas, "eps": eps})
         self.native = native
 
     def _kernels(self):
@@ -187,10 +191,8 @@ class LazySGD(torch.optim.Optimizer):
     touching fewer rows; with momentum, idle rows keep their momentum buffer unchanged."""
 
     def __init__(self, params, lr: float = 0.1, momentum: float = 0.0):
-        if not lr > 0:
-            raise ValueError(f"lr={lr} must be > 0")
-        if not 0 <= momentum < 1:
-            raise ValueError(f"momentum={momentum} must be in [0, 1)")
+        lr = check_float("lr", lr, 0.0, lo_open=True)
+        momentum = check_float("momentum", momentum, 0.0, 1.0, hi_open=True)
         super().__init__(params, {"lr": lr, "momentum": momentum})
 
     @torch.no_grad()

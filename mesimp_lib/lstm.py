@@ -40,7 +40,6 @@ at its own width.
 from __future__ import annotations
 
 import math
-import numbers
 from dataclasses import dataclass
 
 import torch
@@ -48,8 +47,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.autograd.function import once_differentiable
 
-from .meprop import KERNELS, MODES, MePropStats, TopKWidth, _fused, fused_applies, resolve_k
-from .mesimp import REALISATIONS, ActivityRecord, _check_rate, _slice_param
+from .meprop import KERNELS, MODES, MePropStats, TopKWidth, _fused, check_layer_flags, fused_applies, resolve_k
+from .mesimp import ActivityRecord, _slice_param, check_simplifier_args
+from .validate import check_choice, check_size
 
 __all__ = [
     "GATES",
@@ -385,15 +385,12 @@ class MePropLSTM(TopKWidth, nn.Module):
                  count_zero_hits: bool = False, compact_threshold: float = 0.5, track_stats: bool = True,
                  kernel: str = "auto", device=None, dtype=None):
         super().__init__()
-        for name, v in (("input_size", input_size), ("hidden_size", hidden_size)):
-            if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v <= 0:
-                raise ValueError(f"{name}={v!r} must be a positive int")
-        if mode not in MODES:
-            raise ValueError(f"mode={mode!r} is not a meProp mode; allowed: {', '.join(MODES)}")
-        if not 0.0 <= compact_threshold <= 1.0:
-            raise ValueError(f"compact_threshold={compact_threshold} must be in [0, 1]")
-        if kernel not in LSTM_KERNELS:
-            raise ValueError(f"kernel={kernel!r} is not allowed; allowed: {', '.join(LSTM_KERNELS)}")
+        input_size, hidden_size = check_size("input_size", input_size), check_size("hidden_size", hidden_size)
+        check_choice("mode", mode, MODES)
+        check_layer_flags(compact_threshold=compact_threshold, bias=bias, reverse=reverse, rescale=rescale,
+                          sparsify_bias=sparsify_bias, count_zero_hits=count_zero_hits, track_stats=track_stats,
+                          device=device, dtype=dtype)
+        check_choice("kernel", kernel, LSTM_KERNELS)
         self.kernel = kernel
         factory = {"device": device, "dtype": dtype}
         h = hidden_size
@@ -555,11 +552,8 @@ class LSTMSimplifier:
 
     def __init__(self, lstms, next_layer: nn.Module, prune_rate: float = 0.1, realisation: str = "physical",
                  record: str = "per_example", count_zero_hits: bool = False, min_units: int = 1):
-        self.prune_rate = _check_rate(prune_rate)
-        if realisation not in REALISATIONS:
-            raise ValueError(f"realisation={realisation!r} is not allowed; allowed: {', '.join(REALISATIONS)}")
-        if isinstance(min_units, bool) or not isinstance(min_units, int) or min_units < 1:
-            raise ValueError(f"min_units={min_units!r} must be an int >= 1")
+        self.prune_rate, self.min_units = check_simplifier_args(prune_rate, realisation, record, count_zero_hits,
+                                                                min_units)
         self.lstms = list(lstms)
         for layer in self.lstms:
             if not isinstance(layer, MePropLSTM):
@@ -569,7 +563,6 @@ class LSTMSimplifier:
             raise ValueError(f"next_layer has {next_layer.weight.shape[1]} input columns, the LSTMs give {total}")
         self.next_layer = next_layer
         self.realisation = realisation
-        self.min_units = min_units
         dev = self.lstms[0].weight_hh.device
         self.records = [ActivityRecord(l.hidden_size, record, False, dev) for l in self.lstms]
         for layer, rec in zip(self.lstms, self.records):
@@ -669,8 +662,7 @@ def step_backward(x_t, h_prev, c_prev, weight_ih, weight_hh, bias_ih=None, bias_
     cells those rows belong to), ``dh_prev``, ``dc_prev``, ``dx``, ``dW_ih``, ``dW_hh``, ``db``
     (dense, as the originals).
     """
-    if mode not in MODES:
-        raise ValueError(f"mode={mode!r} is not a meProp mode; allowed: {', '.join(MODES)}")
+    check_choice("mode", mode, MODES)
     hsz = weight_hh.shape[1]
     kk = resolve_k(k, hsz)
     pre = x_t @ weight_ih.t() + h_prev @ weight_hh.t()

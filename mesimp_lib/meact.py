@@ -25,6 +25,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .validate import check_choice, check_dtype, check_float, check_size
+
 __all__ = ["STATISTICS", "MeAct"]
 
 STATISTICS = ("share", "max_ratio")
@@ -54,14 +56,11 @@ class MeAct:
 
     def __init__(self, model: nn.Module, n_examples: int, threshold: float = 1.0, statistic: str = "share",
                  dtype: torch.dtype = torch.float16):
-        if statistic not in STATISTICS:
-            raise ValueError(f"statistic={statistic!r} is not allowed; allowed: {', '.join(STATISTICS)}")
-        if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or threshold < 0:
-            raise ValueError(f"threshold={threshold!r} must be a number >= 0")
-        if isinstance(n_examples, bool) or not isinstance(n_examples, int) or n_examples < 1:
-            raise ValueError(f"n_examples={n_examples!r} must be an int >= 1")
+        check_choice("statistic", statistic, STATISTICS)
+        self.threshold = check_float("threshold", threshold, 0.0)
+        n_examples = check_size("n_examples", n_examples)
+        check_dtype("dtype", dtype, optional=False)
         self.model = model
-        self.threshold = float(threshold)
         self.statistic = statistic
         dev = model.hidden[0].weight.device
         widths = model.widths

@@ -42,6 +42,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.autograd.function import once_differentiable
 
+from .validate import ArgumentError, check_bool, check_choice, check_device, check_dtype, check_float, check_size
+
 __all__ = [
     "TopKWidth",
     "LayerHooks",
@@ -78,17 +80,17 @@ def resolve_k(k, width: int, name: str = "k") -> int | None:
     if k is None:
         return None
     if isinstance(k, bool) or not isinstance(k, numbers.Real):
-        raise ValueError(f"{name}={k!r} is not a number; {allowed}")
+        raise ArgumentError(f"{name}={k!r} is not a number; {allowed}", name)
     if isinstance(k, numbers.Integral):
         k = int(k)
         if k < 0:
-            raise ValueError(f"{name}={k} is negative; {allowed}")
+            raise ArgumentError(f"{name}={k} is negative; {allowed}", name)
         return None if k == 0 or k >= width else k
     k = float(k)
     if k == 0.0:
         return None
     if not 0.0 < k <= 1.0:
-        raise ValueError(f"{name}={k} is a fraction outside (0, 1]; {allowed}")
+        raise ArgumentError(f"{name}={k} is a fraction outside (0, 1]; {allowed}", name)
     n = max(1, int(round(k * width)))
     return None if n >= width else n
 
@@ -559,8 +561,17 @@ def meprop_linear(
 
 
 def _check_mode(mode: str) -> None:
-    if mode not in MODES:
-        raise ValueError(f"mode={mode!r} is not a meProp mode; allowed: {', '.join(MODES)}")
+    check_choice("mode", mode, MODES)
+
+
+def check_layer_flags(compact_threshold, device, dtype, **flags) -> None:
+    """The constructor arguments a meProp linear layer and LSTM share: ``compact_threshold`` in [0, 1],
+    ``device`` / ``dtype`` (None or valid) and the bool ``flags`` (rescale, sparsify_bias, ...)."""
+    check_float("compact_threshold", compact_threshold, 0.0, 1.0)
+    check_device("device", device, optional=True)
+    check_dtype("dtype", dtype)
+    for name, value in flags.items():
+        check_bool(name, value)
 
 
 def _check_native(mode: str, weight_grad: str) -> None:
@@ -572,8 +583,7 @@ def _check_native(mode: str, weight_grad: str) -> None:
 
 
 def _check_weight_grad(weight_grad: str) -> None:
-    if weight_grad not in WEIGHT_GRADS:
-        raise ValueError(f"weight_grad={weight_grad!r} is not allowed; allowed: {', '.join(WEIGHT_GRADS)}")
+    check_choice("weight_grad", weight_grad, WEIGHT_GRADS)
 
 
 # --------------------------------------------------------------------------- module
@@ -662,15 +672,12 @@ class MePropLinear(TopKWidth, nn.Module):
         dtype=None,
     ):
         super().__init__()
-        for name, v in (("in_features", in_features), ("out_features", out_features)):
-            if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v <= 0:
-                raise ValueError(f"{name}={v!r} must be a positive int")
-        if not 0.0 <= compact_threshold <= 1.0:
-            raise ValueError(f"compact_threshold={compact_threshold} must be in [0, 1]")
+        in_features, out_features = check_size("in_features", in_features), check_size("out_features", out_features)
+        check_layer_flags(compact_threshold=compact_threshold, bias=bias, rescale=rescale, sparsify_bias=sparsify_bias,
+                          count_zero_hits=count_zero_hits, track_stats=track_stats, device=device, dtype=dtype)
         _check_mode(mode)
         _check_weight_grad(weight_grad)
-        if kernel not in KERNELS:
-            raise ValueError(f"kernel={kernel!r} is not allowed; allowed: {', '.join(KERNELS)}")
+        check_choice("kernel", kernel, KERNELS)
         if kernel == "native":
             _check_native(mode, weight_grad)
         self.kernel = kernel

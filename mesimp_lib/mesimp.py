@@ -18,14 +18,13 @@ authors' cycle schedule (even cycles prune, odd cycles train with the structure 
 from __future__ import annotations
 
 import math
-import os
-import tempfile
-from pathlib import Path
 
 import torch
 from torch import nn
 
+from .checkpoint import load_model, save_model  # noqa: F401 (re-exported: they live in checkpoint.py)
 from .meprop import MePropLinear, select_per_example
+from .validate import check_bool, check_choice, check_device, check_float, check_int, check_size
 
 __all__ = [
     "REALISATIONS",
@@ -44,10 +43,13 @@ REALISATIONS = ("mask", "physical")
 RESETS = ("fresh", "moments")
 
 
-def _check_rate(prune_rate) -> float:
-    if isinstance(prune_rate, bool) or not isinstance(prune_rate, (int, float)) or not 0.0 <= prune_rate <= 1.0:
-        raise ValueError(f"prune_rate={prune_rate!r} must be a number in [0, 1] (the authors used 0.1)")
-    return float(prune_rate)
+def check_simplifier_args(prune_rate, realisation: str, record: str, count_zero_hits: bool,
+                          min_units: int) -> tuple[float, int]:
+    """Check the arguments every simplifier takes; returns (prune_rate as a float, min_units as an int)."""
+    check_choice("realisation", realisation, REALISATIONS)
+    check_choice("record", record, RECORDS)
+    check_bool("count_zero_hits", count_zero_hits)
+    return check_float("prune_rate", prune_rate, 0.0, 1.0), check_int("min_units", min_units, 1)
 
 
 class ActivityRecord:
@@ -66,8 +68,10 @@ class ActivityRecord:
     """
 
     def __init__(self, width: int, record: str = "per_example", count_zero_hits: bool = False, device=None):
-        if record not in RECORDS:
-            raise ValueError(f"record={record!r} is not allowed; allowed: {', '.join(RECORDS)}")
+        width = check_size("width", width)
+        check_choice("record", record, RECORDS)
+        check_bool("count_zero_hits", count_zero_hits)
+        check_device("device", device, optional=True)
         self.record = record
         self.count_zero_hits = count_zero_hits
         self.hits = torch.zeros(width, dtype=torch.int64, device=device)
@@ -105,7 +109,7 @@ class ActivityRecord:
 
     def threshold(self, prune_rate: float) -> int:
         """Units with fewer hits than this are removed: ``floor(prune_rate * seen)``."""
-        return math.floor(_check_rate(prune_rate) * self.seen)
+        return math.floor(check_float("prune_rate", prune_rate, 0.0, 1.0) * self.seen)
 
     def keep_mask(self, prune_rate: float, min_units: int = 1, alive: torch.Tensor | None = None):
         """Which units survive a prune now. Returns (keep bool (width,), kept_minimum: bool).
@@ -134,9 +138,7 @@ class ActivityRecord:
 
 def cycle_phase(epoch: int, cycle_epochs: int) -> tuple[int, bool]:
     """(cycle index, prunes in this cycle?) for a 0-based epoch: even cycles simplify."""
-    if isinstance(cycle_epochs, bool) or not isinstance(cycle_epochs, int) or cycle_epochs < 1:
-        raise ValueError(f"cycle_epochs={cycle_epochs!r} must be an int >= 1 (the authors used 5)")
-    cycle = epoch // cycle_epochs
+    cycle = epoch // check_int("cycle_epochs", cycle_epochs, 1)
     return cycle, cycle % 2 == 0
 
 
@@ -208,13 +210,9 @@ class Simplifier:
         count_zero_hits: bool = False,
         min_units: int = 1,
     ):
-        self.prune_rate = _check_rate(prune_rate)
-        if realisation not in REALISATIONS:
-            raise ValueError(f"realisation={realisation!r} is not allowed; allowed: {', '.join(REALISATIONS)}")
-        if isinstance(min_units, bool) or not isinstance(min_units, int) or min_units < 1:
-            raise ValueError(f"min_units={min_units!r} must be an int >= 1")
+        self.prune_rate, self.min_units = check_simplifier_args(prune_rate, realisation, record, count_zero_hits,
+                                                                min_units)
         self.realisation = realisation
-        self.min_units = min_units
         self.model = model
         self.layers: list[MePropLinear] = list(model.hidden)
         self.next_layers: list[nn.Module] = list(model.hidden[1:]) + [model.output]
@@ -288,53 +286,3 @@ class Simplifier:
             f"Simplifier(prune_rate={self.prune_rate}, realisation={self.realisation}, "
             f"widths={self.widths}, prunes={len(self.events)})"
         )
-
-
-# ----------------------------------------------------------------------------- checkpoints
-
-
-def save_model(model: nn.Module, path: str | Path, extra: dict | None = None) -> Path:
-    """Save an ``MLP`` (any widths) with its shapes, atomically (temp file + rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    payload = {
-        "format": "mesimp_lib.MLP/1",
-        "in_features": model.hidden[0].in_features,
-        "widths": model.widths,
-        "out_features": model.output.out_features,
-        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-        "extra": extra or {},
-    }
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        torch.save(payload, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
-def load_model(path: str | Path, model: nn.Module | None = None, **mlp_kwargs) -> nn.Module:
-    """Load a saved ``MLP``. Without ``model``, one is built at the saved widths (extra
-    keyword arguments such as ``k`` go to ``MLP``). With ``model``, its shapes must match the
-    checkpoint's; otherwise a ``ValueError`` says which."""
-    from .tasks.mnist import MLP
-
-    payload = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(payload, dict) or payload.get("format") != "mesimp_lib.MLP/1":
-        raise ValueError(f"{path} is not a mesimp_lib MLP checkpoint (saved with mesimp_lib.mesimp.save_model)")
-    if model is None:
-        model = MLP(payload["in_features"], payload["widths"], out_features=payload["out_features"], **mlp_kwargs)
-    want = {k: tuple(v.shape) for k, v in payload["state_dict"].items()}
-    have = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    if want != have:
-        diff = [f"{k}: checkpoint {want.get(k)} vs model {have.get(k)}" for k in sorted(set(want) | set(have)) if want.get(k) != have.get(k)]
-        raise ValueError(
-            f"checkpoint {path} (hidden widths {payload['widths']}) does not fit this model "
-            f"(hidden widths {getattr(model, 'widths', '?')}): " + "; ".join(diff[:4])
-        )
-    device = next(model.parameters()).device
-    model.load_state_dict({k: v.to(device) for k, v in payload["state_dict"].items()})
-    return model

@@ -12,13 +12,12 @@ re-made by ``python -m mesimp_lib experiment widgets`` (about a minute on 2 core
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
+from .files import load_torch, write_atomic
 from .tasks.mnist import MLP, data_root, load_mnist
 
 __all__ = ["PATH_KS", "PATH_STEPS", "PathObserver", "load_active_paths", "record_active_paths", "widgets_dir"]
@@ -81,13 +80,7 @@ def record_active_paths(path: Path | None = None, seed: int = 1) -> Path:
         "command": "python -m mesimp_lib experiment widgets",
         "note": "MLP 784-64-64-10, per-example meProp, first 10,000 training images, batch 50, Adam 1e-3, seed 1",
     }
-    path = path or widgets_dir() / "active_paths.pt"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    os.close(fd)
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
-    return path
+    return write_atomic(path or widgets_dir() / "active_paths.pt", lambda f: torch.save(payload, f), binary=True)
 
 
 def _snapshot(model: MLP, step: int) -> dict:
@@ -106,4 +99,5 @@ def load_active_paths(path: Path | None = None) -> dict:
             f"{path} is missing: it ships with the repository (git checkout -- {path}); "
             "re-make it with `python -m mesimp_lib experiment widgets`"
         )
-    return torch.load(path, weights_only=True)
+    return load_torch(path, f"restore it with `git checkout -- {path}` or re-make it with "
+                            "`python -m mesimp_lib experiment widgets`")

@@ -3,38 +3,49 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import shlex
 import statistics
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import torch
 
-__all__ = ["environment", "git_commit", "mean_sd", "read_json", "write_json_atomic"]
+from .files import check_output_path, write_atomic
+
+__all__ = ["check_output_path", "environment", "finite_or_none", "git_commit", "mean_sd", "read_json",
+           "write_atomic", "write_json_atomic"]
 
 
 def write_json_atomic(path: str | Path, obj) -> Path:
-    """Write ``obj`` as JSON to ``path`` atomically: a temporary file in the same folder,
-    flushed and fsynced, then renamed over the target. A crash leaves the old file or the
-    new one, never half of either."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write ``obj`` as JSON to ``path`` atomically (``write_atomic``). NaN / inf are refused (not JSON):
+    pass results through ``finite_or_none`` first."""
     text = json.dumps(obj, indent=1, sort_keys=False, allow_nan=False) + "\n"
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return write_atomic(path, lambda f: f.write(text))
+
+
+def finite_or_none(obj, where: str = "") -> tuple[object, list[str]]:
+    """``obj`` with every NaN / inf float replaced by None (JSON null), and the paths of those values
+    (e.g. ``history[3].train_loss``), so that a run that diverged is still written, and says so."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None, [where or "."]
+    if isinstance(obj, dict):
+        out, bad = {}, []
+        for k, v in obj.items():
+            out[k], b = finite_or_none(v, f"{where}.{k}" if where else str(k))
+            bad += b
+        return out, bad
+    if isinstance(obj, (list, tuple)):
+        out, bad = [], []
+        for i, v in enumerate(obj):
+            x, b = finite_or_none(v, f"{where}[{i}]")
+            out.append(x)
+            bad += b
+        return out, bad
+    return obj, []
 
 
 def mean_sd(values: list[float]) -> str:
@@ -46,9 +57,19 @@ def mean_sd(values: list[float]) -> str:
     return f"{100 * m:.2f} ± {100 * sd:.2f}"
 
 
-def read_json(path: str | Path):
-    with open(path) as f:
-        return json.load(f)
+def read_json(path: str | Path, restore: str | None = None):
+    """Read a JSON file; a cut-short or corrupted one raises a ``ValueError`` naming the file, the
+    line and how to restore it (``restore``: a command that re-creates it)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except json.JSONDecodeError as e:
+        problem = f"is not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})"
+    except UnicodeDecodeError as e:
+        problem = f"is not UTF-8 text (byte {e.start}: {e.reason})"
+    how = f"`git checkout -- {path}` if it is a stored result, or delete it and re-run" + (
+        f" `{restore}`" if restore else " the command that wrote it")
+    raise ValueError(f"{path} {problem}: it was probably cut short or damaged; restore it with {how}")
 
 
 def git_commit(short: bool = False) -> str | None:

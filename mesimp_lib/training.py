@@ -10,6 +10,7 @@ updated" is true for the gradient, not for the parameters.
 
 from __future__ import annotations
 
+import logging
 import math
 import shlex
 import time
@@ -23,7 +24,9 @@ from tqdm.auto import tqdm
 from .meprop import KERNELS, MODES, WEIGHT_GRADS, resolve_k
 from .meact import STATISTICS, MeAct
 from .mesimp import REALISATIONS, RECORDS, RESETS, Simplifier, cycle_phase, reset_optimizer_state
-from .results import environment
+from .results import environment, finite_or_none
+from .validate import (SEED_MAX, ArgumentError, check_bool, check_choice, check_device, check_float, check_int,
+                       check_sizes, plain_number)
 from .tasks.mnist import MLP, accuracy, load_mnist
 
 __all__ = ["METHODS", "OPTIMIZERS", "TrainConfig", "build_model", "make_optimizer", "train"]
@@ -86,37 +89,38 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         def bad(name, allowed):
-            raise ValueError(f"{name}={getattr(self, name)!r} is not allowed; allowed: {allowed}")
+            raise ArgumentError(f"{name}={getattr(self, name)!r} is not allowed; allowed: {allowed}", name)
 
-        if self.task not in TASKS:
-            bad("task", ", ".join(TASKS))
-        if self.method not in METHODS:
-            bad("method", ", ".join(METHODS))
-        if self.mode not in MODES:
-            bad("mode", ", ".join(MODES))
-        if self.optimizer not in OPTIMIZERS:
-            bad("optimizer", ", ".join(OPTIMIZERS))
-        if self.weight_grad not in WEIGHT_GRADS:
-            bad("weight_grad", ", ".join(WEIGHT_GRADS))
-        if self.kernel not in KERNELS:
-            bad("kernel", ", ".join(KERNELS))
-        if self.realisation not in REALISATIONS:
-            bad("realisation", ", ".join(REALISATIONS))
-        if self.reset not in RESETS:
-            bad("reset", ", ".join(RESETS))
-        if self.record not in RECORDS:
-            bad("record", ", ".join(RECORDS))
-        if self.meact_statistic not in STATISTICS:
-            bad("meact_statistic", ", ".join(STATISTICS))
-        if self.tagset not in TAGSETS:
-            bad("tagset", ", ".join(TAGSETS))
-        if self.activation is not None and self.activation not in ACTIVATIONS:
-            bad("activation", "None, " + ", ".join(ACTIVATIONS))
-        if self.embed_dim is not None and (isinstance(self.embed_dim, bool) or not isinstance(self.embed_dim, int)
-                                           or self.embed_dim < 1):
-            bad("embed_dim", "None or an int >= 1")
-        if isinstance(self.min_count, bool) or not isinstance(self.min_count, int) or self.min_count < 1:
-            bad("min_count", "an int >= 1")
+        for name, allowed in (("task", TASKS), ("method", METHODS), ("mode", MODES), ("optimizer", OPTIMIZERS),
+                              ("weight_grad", WEIGHT_GRADS), ("kernel", KERNELS), ("realisation", REALISATIONS),
+                              ("reset", RESETS), ("record", RECORDS), ("meact_statistic", STATISTICS),
+                              ("tagset", TAGSETS)):
+            check_choice(name, getattr(self, name), allowed)
+        check_choice("activation", self.activation, ACTIVATIONS, optional=True)
+        for name in ("rescale", "count_zero_hits"):
+            check_bool(name, getattr(self, name))
+        if isinstance(self.hidden, (list, tuple)):
+            self.hidden = check_sizes("hidden", self.hidden)
+            self.layers = len(self.hidden)
+        for name in ("layers", "epochs", "batch_size", "evals_per_epoch", "threads", "cycle_epochs",
+                     "prunes_per_epoch", "min_units", "meact_start_epoch", "min_count") + (
+                         () if isinstance(self.hidden, list) else ("hidden",)):
+            setattr(self, name, check_int(name, getattr(self, name), 1))
+        self.rows_every = check_int("rows_every", self.rows_every, 0)
+        self.seed = check_int("seed", self.seed, 0, SEED_MAX)
+        self.train_limit = check_int("train_limit", self.train_limit, 1, optional=True)
+        self.embed_dim = check_int("embed_dim", self.embed_dim, 1, optional=True)
+        # plain Python numbers (a NumPy scalar would not go into the result JSON)
+        self.dropout = check_float("dropout", self.dropout, 0.0, 1.0, hi_open=True)
+        self.lr = check_float("lr", self.lr, 0.0, lo_open=True, optional=True)
+        self.grad_clip = check_float("grad_clip", self.grad_clip, 0.0, lo_open=True, optional=True)
+        self.prune_rate = check_float("prune_rate", self.prune_rate, 0.0, 1.0)
+        self.meact_threshold = check_float("meact_threshold", self.meact_threshold, 0.0)
+        self.device = str(check_device("device", self.device))  # a torch.device becomes its name
+        # k None / 0 / >= width means a dense backward through the meProp path (allowed)
+        resolve_k(self.k, max(self.hidden) if isinstance(self.hidden, list) else self.hidden)
+        resolve_k(self.k_out, 10, "k_out")
+        self.k, self.k_out = plain_number(self.k), plain_number(self.k_out)
         if self.task != "mnist" and self.method not in ("dense", "meprop", "random", "mesimp"):
             bad("method", "dense, meprop, random, mesimp (meAct is implemented for the MNIST MLP only)")
         if self.weight_grad == "sparse" and self.optimizer not in ("sgd", "lazy_adam", "lazy_sgd"):
@@ -130,39 +134,6 @@ class TrainConfig:
         if self.task != "mnist" and self.lazy and self.grad_clip is not None:
             bad("grad_clip", f"None with a lazy optimizer on task={self.task!r} (its embeddings then have row-sparse "
                 "gradients, which element-wise clipping cannot take)")
-        if isinstance(self.meact_start_epoch, bool) or not isinstance(self.meact_start_epoch, int) or self.meact_start_epoch < 1:
-            bad("meact_start_epoch", "an int >= 1 (one epoch at least, so every example has stored activations)")
-        if isinstance(self.meact_threshold, bool) or not isinstance(self.meact_threshold, (int, float)) or self.meact_threshold < 0:
-            bad("meact_threshold", "a number >= 0")
-        if isinstance(self.hidden, (list, tuple)):
-            if not self.hidden or any(isinstance(h, bool) or not isinstance(h, int) or h < 1 for h in self.hidden):
-                bad("hidden", "an int >= 1 or a list of ints >= 1")
-            self.hidden = [int(h) for h in self.hidden]
-            self.layers = len(self.hidden)
-        for name in ("layers", "epochs", "batch_size", "evals_per_epoch", "threads", "cycle_epochs",
-                     "prunes_per_epoch", "min_units") + (() if isinstance(self.hidden, list) else ("hidden",)):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                bad(name, "an int >= 1")
-        for name in ("rows_every", "seed"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-                bad(name, "an int >= 0")
-        if self.train_limit is not None and (not isinstance(self.train_limit, int) or self.train_limit < 1):
-            bad("train_limit", "None or an int >= 1")
-        if not 0.0 <= self.dropout < 1.0:
-            bad("dropout", "a float in [0, 1)")
-        if self.lr is not None and not self.lr > 0:
-            bad("lr", "None or a float > 0")
-        if self.grad_clip is not None and not self.grad_clip > 0:
-            bad("grad_clip", "None or a float > 0")
-        # k None / 0 / >= width means a dense backward through the meProp path (allowed)
-        resolve_k(self.k, max(self.hidden) if isinstance(self.hidden, list) else self.hidden)
-        resolve_k(self.k_out, 10, "k_out")
-        if isinstance(self.prune_rate, bool) or not isinstance(self.prune_rate, (int, float)) or not 0 <= self.prune_rate <= 1:
-            bad("prune_rate", "a number in [0, 1]")
-        if self.device.startswith("cuda") and not torch.cuda.is_available():
-            bad("device", "'cpu' (no CUDA device is available here)")
 
     @property
     def hidden_k(self):
@@ -501,10 +472,21 @@ def train(config: TrainConfig, data=None, progress: bool = True, on_eval=None, r
     # (torch cannot report the previous setting; it is restored to PyTorch's default, off.)
     torch.set_flush_denormal(True)
     try:
-        return run(config, data, progress, on_eval, return_model)
+        return _record_non_finite(run(config, data, progress, on_eval, return_model))
     finally:
         torch.set_num_threads(old_threads)
         torch.set_flush_denormal(False)
+
+
+def _record_non_finite(result: dict) -> dict:
+    """A run whose loss or scores became NaN / inf (a diverged run, e.g. a huge learning rate) is kept and
+    says so: ``finite`` is False, the values are null in the result, ``non_finite_values`` says where."""
+    result, bad = finite_or_none(result)
+    result["finite"] = not bad
+    if bad:
+        result["non_finite_values"] = bad[:50]
+        logging.getLogger(__name__).warning("the run diverged: %d non-finite value(s), first %s", len(bad), bad[0])
+    return result
 
 
 def _train(config: TrainConfig, data, progress: bool, on_eval, return_model: bool) -> dict:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import math
 import os
 from dataclasses import dataclass
 from functools import lru_cache
@@ -19,7 +20,8 @@ import torch
 from torch import nn
 from torch.nn.modules import module as _nn_module
 
-from ..meprop import MePropLinear, _fused
+from ..meprop import MePropLinear, _fused, resolve_k
+from ..validate import check_device, check_float, check_int, check_path, check_size, check_sizes
 
 __all__ = ["MNIST_FILES", "MLP", "MnistData", "accuracy", "data_root", "load_mnist", "read_idx"]
 
@@ -62,7 +64,7 @@ def _checked_bytes(path: Path, sha256: str | None) -> bytes:
 
 def read_idx(path: Path, sha256: str | None = None) -> np.ndarray:
     """Read a gzip-compressed IDX file (ubyte data) into a numpy array."""
-    raw = _checked_bytes(Path(path), sha256)
+    raw = _checked_bytes(check_path("path", path), sha256)
     try:
         data = gzip.decompress(raw)
     except (OSError, EOFError) as e:
@@ -71,10 +73,13 @@ def read_idx(path: Path, sha256: str | None = None) -> np.ndarray:
     if magic >> 8 != 0x08 or not 1 <= (magic & 0xFF) <= 4:
         raise ValueError(f"MNIST file {path} is not an unsigned-byte IDX file (magic {magic:#010x})")
     ndim = magic & 0xFF
+    if len(data) < 4 + 4 * ndim:
+        raise ValueError(f"MNIST file {path} is truncated inside its header. {_restore_hint(Path(path).name)}")
     shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     body = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
-    if body.size != int(np.prod(shape)):
-        raise ValueError(f"MNIST file {path} is truncated: {body.size} values for shape {shape}")
+    if body.size != math.prod(shape):  # Python ints: a product of four 32-bit sizes cannot overflow
+        raise ValueError(f"MNIST file {path} has {body.size} values for its stated shape {shape} (truncated or "
+                         f"damaged). {_restore_hint(Path(path).name)}")
     return body.reshape(shape)
 
 
@@ -120,8 +125,15 @@ def load_mnist(data_dir: str | Path | None = None) -> MnistData:
 
     Cached per folder: repeated calls (notebooks, widgets) do not re-read the files.
     """
-    folder = Path(data_dir) if data_dir is not None else data_root() / "mnist"
+    folder = check_path("data_dir", data_dir, optional=True) or data_root() / "mnist"
     return _load(str(folder.resolve()))
+
+
+def check_head_args(out_features: int, k_out, dropout: float, device) -> None:
+    """The arguments every task model shares: ``k_out`` for its output layer, ``dropout`` in [0, 1), ``device``."""
+    resolve_k(k_out, out_features, "k_out")
+    check_float("dropout", dropout, 0.0, 1.0, hi_open=True)
+    check_device("device", device, optional=True)
 
 
 class MLP(nn.Module):
@@ -157,15 +169,11 @@ class MLP(nn.Module):
     ):
         super().__init__()
         if isinstance(hidden, (list, tuple)):
-            widths = [int(h) for h in hidden]
+            widths = check_sizes("hidden", hidden)
         else:
-            if isinstance(layers, bool) or not isinstance(layers, int) or layers < 1:
-                raise ValueError(f"layers={layers!r} must be an int >= 1")
-            widths = [int(hidden)] * layers
-        if not widths or any(w < 1 for w in widths):
-            raise ValueError(f"hidden={hidden!r}: every hidden width must be >= 1")
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"dropout={dropout} must be in [0, 1)")
+            widths = [check_size("hidden", hidden)] * check_int("layers", layers, 1)
+        in_features, out_features = check_size("in_features", in_features), check_size("out_features", out_features)
+        check_head_args(out_features, k_out, dropout, device)
         sizes = [in_features, *widths]
         self.hidden = nn.ModuleList(
             MePropLinear(a, b, k, mode, device=device, **layer_kwargs) for a, b in zip(sizes[:-1], sizes[1:])

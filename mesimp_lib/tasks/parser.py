@@ -68,6 +68,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..meprop import MePropLinear
+from ..validate import check_bool, check_choice, check_float, check_size
+from .mnist import check_head_args
 from .ud import PAD, UNK, Sentence, Treebank, Vocab, load_ud, punct_mask
 
 __all__ = [
@@ -148,8 +150,7 @@ class ParserVocab:
 
     @classmethod
     def build(cls, sentences, min_count: int = 2, tagset: str = "upos") -> "ParserVocab":
-        if tagset not in ("upos", "xpos"):
-            raise ValueError(f"tagset={tagset!r} is not allowed; allowed: upos, xpos")
+        check_choice("tagset", tagset, ("upos", "xpos"))
         words = Vocab.build((w for s in sentences for w in s.words), min_count, specials=SPECIALS)
         tags = Vocab.build((t for s in sentences for t in s.tags(tagset)), 1, specials=SPECIALS)
         labels = Vocab.build((d for s in sentences for d in s.deprels), 1, specials=SPECIALS)
@@ -503,13 +504,13 @@ class ParserModel(nn.Module):
                  dropout: float = 0.0, embed_std: float = 0.1, device=None, *, sparse_embeddings: bool = False,
                  **layer_kwargs):
         super().__init__()
-        if activation not in ACTIVATIONS:
-            raise ValueError(f"activation={activation!r} is not allowed; allowed: {', '.join(ACTIVATIONS)}")
-        for name, v in (("embed_dim", embed_dim), ("hidden", hidden)):
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"{name}={v!r} must be an int >= 1")
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"dropout={dropout} must be in [0, 1)")
+        check_choice("activation", activation, ACTIVATIONS)
+        n_words, n_tags, n_labels, n_transitions, embed_dim, hidden = (check_size(name, v) for name, v in (
+            ("n_words", n_words), ("n_tags", n_tags), ("n_labels", n_labels), ("n_transitions", n_transitions),
+            ("embed_dim", embed_dim), ("hidden", hidden)))
+        check_head_args(n_transitions, k_out, dropout, device)
+        check_float("embed_std", embed_std, 0.0)
+        check_bool("sparse_embeddings", sparse_embeddings)
         self.activation = activation
         # sparse_embeddings: row-sparse gradients of the rows looked up (for the lazy optimizers)
         self.word_embed = nn.Embedding(n_words, embed_dim, sparse=sparse_embeddings, device=device)

@@ -26,6 +26,8 @@ from torch import nn
 
 from ..lstm import LSTMSimplifier, MePropLSTM, step_backward
 from ..meprop import MePropLinear
+from ..validate import check_bool, check_choice, check_int, check_size
+from .mnist import check_head_args
 from .ud import Treebank, Vocab, load_ud
 
 __all__ = ["BiLSTMTagger", "PosData", "batches", "encode_pos", "step_backward", "tagging_accuracy", "train_pos"]
@@ -55,11 +57,8 @@ def encode_pos(treebank: Treebank | None = None, tagset: str = "upos", min_count
     """Index the treebank. The word vocabulary comes from the training sentences used (the
     first ``train_limit``); the tag vocabulary from all three splits (the tag set is the
     annotation scheme's, not learned)."""
-    if tagset not in ("upos", "xpos"):
-        raise ValueError(f"tagset={tagset!r} is not allowed; allowed: upos, xpos")
-    if train_limit is not None and (isinstance(train_limit, bool) or not isinstance(train_limit, int)
-                                    or train_limit < 1):
-        raise ValueError(f"train_limit={train_limit!r} must be None or an int >= 1")
+    check_choice("tagset", tagset, ("upos", "xpos"))
+    check_int("train_limit", train_limit, 1, optional=True)
     tb = treebank if treebank is not None else load_ud()
     train = tb.train[:train_limit] if train_limit is not None else tb.train
     words = Vocab.build((w for s in train for w in s.words), min_count=min_count)
@@ -115,8 +114,10 @@ class BiLSTMTagger(nn.Module):
                  mode: str = "per_example", k_out=None, dropout: float = 0.0, device=None, *,
                  sparse_embeddings: bool = False, **lstm_kwargs):
         super().__init__()
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"dropout={dropout} must be in [0, 1)")
+        vocab_size, n_tags, embed_dim, hidden = (check_size(name, v) for name, v in (
+            ("vocab_size", vocab_size), ("n_tags", n_tags), ("embed_dim", embed_dim), ("hidden", hidden)))
+        check_head_args(n_tags, k_out, dropout, device)
+        check_bool("sparse_embeddings", sparse_embeddings)
         self.embed = nn.Embedding(vocab_size, embed_dim, padding_idx=0, sparse=sparse_embeddings, device=device)
         self.fwd = MePropLSTM(embed_dim, hidden, k, mode, reverse=False, device=device, **lstm_kwargs)
         self.bwd = MePropLSTM(embed_dim, hidden, k, mode, reverse=True, device=device, **lstm_kwargs)

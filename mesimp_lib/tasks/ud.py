@@ -25,6 +25,7 @@ from pathlib import Path
 
 import conllu
 
+from ..validate import check_choice, check_int, check_path
 from .mnist import data_root
 
 __all__ = ["PAD", "UNK", "UD_FILES", "Sentence", "Treebank", "Vocab", "load_ud", "read_conllu", "punct_mask"]
@@ -60,11 +61,7 @@ class Sentence:
         return len(self.words)
 
     def tags(self, tagset: str) -> list[str]:
-        if tagset == "upos":
-            return self.upos
-        if tagset == "xpos":
-            return self.xpos
-        raise ValueError(f"tagset={tagset!r} is not allowed; allowed: upos, xpos")
+        return self.upos if check_choice("tagset", tagset, ("upos", "xpos")) == "upos" else self.xpos
 
 
 class ConlluError(ValueError):
@@ -125,7 +122,44 @@ def _parse_block(lines: list[tuple[int, str]], source: str) -> Sentence | None:
         if not 0 <= h <= len(words):
             raise ConlluError(f"{source}:{n}: word {i + 1} has HEAD {h}, outside 0..{len(words)} "
                               f"(the sentence has {len(words)} words)")
+    _check_tree(heads, word_lines, source)
     return Sentence(words, upos, xpos, heads, deprels, sent_id=tl.metadata.get("sent_id"), line=token_lines[0][0])
+
+
+def _check_tree(heads: list[int], word_lines: list[int], source: str) -> None:
+    """One root (HEAD 0) and no cycle: every word reaches the root by its heads (a tree, as UD requires)."""
+    roots = [i for i, h in enumerate(heads) if h == 0]
+    if len(roots) != 1:
+        where = f"{source}:{word_lines[roots[1]] if roots else word_lines[0]}"
+        raise ConlluError(f"{where}: a sentence needs exactly one root (HEAD 0), this one has {len(roots)}"
+                          + (f" (words {', '.join(str(r + 1) for r in roots)})" if roots else ""))
+    reaches_root = [False] * len(heads)
+    for start in range(len(heads)):
+        path, i = [], start
+        while i >= 0 and not reaches_root[i]:
+            if i in path:
+                cycle = path[path.index(i):]
+                raise ConlluError(f"{source}:{word_lines[i]}: the heads form a cycle (words "
+                                  f"{' -> '.join(str(w + 1) for w in cycle + [i])}), not a tree")
+            path.append(i)
+            i = heads[i] - 1  # HEAD 0 (the root) gives -1
+        for w in path:
+            reaches_root[w] = True
+
+
+def _decode(path: Path, raw: bytes) -> str:
+    """The file's text; a broken gzip or UTF-8 raises ``ConlluError`` naming the file (and the line)."""
+    if path.suffix == ".gz":
+        try:
+            raw = gzip.decompress(raw)
+        except (OSError, EOFError) as e:
+            raise ConlluError(f"{path}: not a valid gzip file ({e}); restore it with `git checkout -- {path}`") from e
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        raise ConlluError(f"{path}:{line}: not UTF-8 text (byte {raw[e.start]:#04x} at offset {e.start}); "
+                          "CoNLL-U files are UTF-8") from None
 
 
 def read_conllu(path: str | Path, text: str | None = None) -> list[Sentence]:
@@ -134,12 +168,11 @@ def read_conllu(path: str | Path, text: str | None = None) -> list[Sentence]:
     ``text`` parses the given string instead (``path`` then only names it in errors).
     Raises ``ConlluError`` (a ``ValueError``) naming the file and line on malformed input.
     """
-    path = Path(path)
+    path = check_path("path", path)
     if text is None:
         if not path.is_file():
             raise FileNotFoundError(f"CoNLL-U file {path} is missing")
-        raw = path.read_bytes()
-        text = (gzip.decompress(raw) if path.suffix == ".gz" else raw).decode("utf-8")
+        text = _decode(path, path.read_bytes())
     sentences, block = [], []
     for n, line in enumerate(text.splitlines(), start=1):
         line = line.rstrip("\r")
@@ -172,8 +205,7 @@ class Vocab:
     @classmethod
     def build(cls, items, min_count: int = 1, specials=(PAD, UNK), extra=()) -> "Vocab":
         """Entries seen at least ``min_count`` times, most frequent first (ties by text)."""
-        if isinstance(min_count, bool) or not isinstance(min_count, int) or min_count < 1:
-            raise ValueError(f"min_count={min_count!r} is not allowed; allowed: an int >= 1")
+        check_int("min_count", min_count, 1)
         counts = Counter(items)
         kept = sorted((s for s, c in counts.items() if c >= min_count), key=lambda s: (-counts[s], s))
         head = [s for s in (*specials, *extra)]
@@ -227,7 +259,7 @@ def _load(root: str) -> Treebank:
 
 def load_ud(root: str | Path | None = None) -> Treebank:
     """The shipped UD English EWT train/dev/test (sha256-checked, cached per process)."""
-    return _load(str(Path(root) if root is not None else data_root()))
+    return _load(str(check_path("root", root, optional=True) or data_root()))
 
 
 def punct_mask(sentence: Sentence) -> list[bool]:
