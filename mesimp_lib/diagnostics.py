@@ -52,21 +52,18 @@ def _nonzero_rows(g: torch.Tensor) -> torch.Tensor:
     return sq[sq.sum(1) > 0]  # (R, width) squared entries of the rows with a gradient
 
 
-def topk_mass_share(g: torch.Tensor, ks) -> list[float]:
-    """For each k: the share of ``sum_j g[b, j]**2`` that the k largest ``|g[b, j]|`` carry,
-    averaged over the rows b with a non-zero gradient."""
+def topk_mass_share(g: torch.Tensor, ks) -> torch.Tensor:
+    """For each row b of ``g`` with a non-zero gradient and each k in ``ks``: the share of
+    ``sum_j g[b, j]**2`` that the k largest ``|g[b, j]|`` carry. -> (R, len(ks)) float64"""
     sq = _nonzero_rows(g)
     if len(sq) == 0:
         raise ValueError("g has no row with a non-zero entry: no gradient mass to share")
-    cum = sq.sort(1, descending=True).values.cumsum(1)  # (R, width)
-    total = cum[:, -1:]
     width = g.shape[1]
-    out = []
     for k in ks:
         if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= width:
             raise ValueError(f"k={k!r} must be an int in [1, {width}] (the width of g)")
-        out.append(float((cum[:, k - 1 : k] / total).mean()))
-    return out
+    cum = sq.sort(1, descending=True).values.cumsum(1)  # (R, width)
+    return cum[:, [k - 1 for k in ks]] / cum[:, -1:]
 
 
 def random_mass_share(g: torch.Tensor, k: int, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -189,8 +186,9 @@ class ProbeConfig:
     epochs: int = 2  # passes over the training images
     batch_size: int = 50  # mini-batch size
     train_limit: int = 10_000  # first N training images
+    evals_per_epoch: int = 4  # dev evaluations per epoch; test accuracy is taken at the best one (as ``train``)
     watch: int = -1  # the hidden layer the per-step probe watches (-1: the last, under the output layer)
-    probe_every: int = 20  # steps between activation / dead-unit measurements
+    probe_every: int = 25  # steps between activation / dead-unit measurements
     probe_images: int = 1000  # dev images for those measurements
     seed: int = 1  # seeds the initialisation, the shuffling and random-k
 
@@ -204,7 +202,7 @@ class ProbeConfig:
             raise ValueError(f"optimizer={self.optimizer!r} is not allowed; allowed: {', '.join(OPTIMIZERS)}")
         if not -len(self.k) <= self.watch < len(self.k):
             raise ValueError(f"watch={self.watch} is not a hidden layer index for {len(self.k)} layers")
-        for name in ("epochs", "batch_size", "train_limit", "probe_every", "probe_images"):
+        for name in ("epochs", "batch_size", "train_limit", "evals_per_epoch", "probe_every", "probe_images"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError(f"{name}={v!r} must be an int >= 1")
@@ -224,8 +222,10 @@ def _activity(model: MLP, x: torch.Tensor) -> dict:
 
 def probe_run(config: ProbeConfig, data=None) -> dict:
     """Train ``config``'s MLP and return its per-step loss, the watched layer's ``RowProbe``
-    history, the activity measured every ``probe_every`` steps, the final test accuracy and the
-    model. Seeded and single-threaded inside the call."""
+    history, the activity measured every ``probe_every`` steps, the dev accuracy at each
+    evaluation, the test accuracy at the best dev point (the same schedule and seeding as
+    ``training.train``, so equal settings give equal numbers; the test set is evaluated only
+    when dev improves) and the model. Seeded and single-threaded inside the call."""
     data = load_mnist() if data is None else data
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -238,8 +238,11 @@ def probe_run(config: ProbeConfig, data=None) -> dict:
         opt = make_optimizer(TrainConfig(optimizer=config.optimizer, lr=config.lr), model.parameters())
         probe = RowProbe(model.hidden[config.watch])
         x_all, y_all = data.train_x[: config.train_limit], data.train_y[: config.train_limit]
+        steps_per_epoch = -(-len(y_all) // config.batch_size)
+        eval_every = max(1, -(-steps_per_epoch // config.evals_per_epoch))
         look = data.dev_x[: config.probe_images]
-        losses, activity = [], {"step": [], "dead": [], "mean_act": [], "max_logit": []}
+        losses, evals, best = [], [], {"dev_acc": -1.0}
+        activity = {"step": [], "dead": [], "mean_act": [], "max_logit": []}
 
         def record(step: int) -> None:
             activity["step"].append(step)
@@ -247,8 +250,8 @@ def probe_run(config: ProbeConfig, data=None) -> dict:
                 activity[key].append(value)
 
         record(0)
-        for _epoch in range(config.epochs):
-            for idx in shuffled_batches(len(y_all), config.batch_size, gen, "cpu"):
+        for epoch in range(config.epochs):
+            for i, idx in enumerate(shuffled_batches(len(y_all), config.batch_size, gen, "cpu")):
                 opt.zero_grad(set_to_none=True)
                 loss = F.cross_entropy(model(x_all[idx]), y_all[idx])
                 loss.backward()
@@ -258,9 +261,13 @@ def probe_run(config: ProbeConfig, data=None) -> dict:
                 losses.append(loss.item())
                 if len(losses) % config.probe_every == 0:
                     record(len(losses))
+                if (i + 1) % eval_every == 0 or i + 1 == steps_per_epoch:
+                    evals.append({"epoch": round(epoch + (i + 1) / steps_per_epoch, 4),
+                                  "dev_acc": accuracy(model, data.dev_x, data.dev_y)})
+                    if evals[-1]["dev_acc"] > best["dev_acc"]:  # the first of equal dev scores, as ``train``
+                        best = {**evals[-1], "test_acc": accuracy(model, data.test_x, data.test_y)}
         probe.detach()
-        test_acc = accuracy(model, data.test_x, data.test_y)
     finally:
         torch.set_num_threads(threads)
     return {"config": asdict(config), "loss": losses, "probe": probe.history, "activity": activity,
-            "test_acc": test_acc, "model": model}
+            "history": evals, "best": best, "test_acc": best["test_acc"], "model": model}

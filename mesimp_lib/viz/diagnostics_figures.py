@@ -15,12 +15,16 @@ def _r(values, digits=4):
     return [round(float(v), digits) for v in values]
 
 
-def _smooth(values, window: int) -> np.ndarray:
-    """Trailing moving average (the first points average what exists so far)."""
+def _smooth(values, window: int, every: int = 4) -> tuple[list[int], list[float]]:
+    """Steps (1-based) and the trailing moving average over ``window`` steps (the first points
+    average what exists so far), kept at every ``every``-th step and the last one."""
     v = np.asarray(values, dtype=float)
     c = np.cumsum(np.insert(v, 0, 0.0))
-    lo = np.maximum(np.arange(1, len(v) + 1) - window, 0)
-    return (c[1:] - c[lo]) / (np.arange(1, len(v) + 1) - lo)
+    steps = np.arange(1, len(v) + 1)
+    lo = np.maximum(steps - window, 0)
+    avg = (c[1:] - c[lo]) / (steps - lo)
+    keep = sorted(set(range(every - 1, len(v), every)) | {len(v) - 1}) if len(v) else []
+    return [int(steps[i]) for i in keep], [float(avg[i]) for i in keep]
 
 
 def mass_share_figure(ks, shares: dict[str, list[float]], width: int) -> go.Figure:
@@ -50,8 +54,8 @@ def loss_figure(runs: dict[str, dict], window: int = 20) -> go.Figure:
         col = opts.index(r["config"]["optimizer"]) + 1
         name = label.split(",")[0]
         color = colors.setdefault(name, PALETTE[len(colors) % len(PALETTE)])
-        y = _smooth(r["loss"], window)
-        fig.add_trace(go.Scatter(x=list(range(1, len(y) + 1)), y=_r(y, 3), mode="lines", name=name, legendgroup=name,
+        x, y = _smooth(r["loss"], window)
+        fig.add_trace(go.Scatter(x=x, y=_r(y, 3), mode="lines", name=name, legendgroup=name,
                                  showlegend=col == 1, line={"color": color},
                                  hovertemplate=f"{label}<br>step %{{x}}: loss %{{y:.3f}}<extra></extra>"), row=1, col=col)
         fig.add_hline(y=round(float(np.log(10)), 4), line={"dash": "dash", "color": "#7f7f7f", "width": 1}, row=1, col=col)
@@ -78,14 +82,13 @@ def probe_figure(runs: dict[str, dict], window: int = 10) -> go.Figure:
     for i, (label, r) in enumerate(runs.items()):
         color = PALETTE[i % len(PALETTE)]
         for j, (key, _title, _log) in enumerate(PROBE_PANELS):
-            y = _smooth(r["probe"][key], window)
-            x = list(range(1, len(y) + 1))
+            x, y = _smooth(r["probe"][key], window)
             kw = {"row": j // 2 + 1, "col": j % 2 + 1}
             fig.add_trace(go.Scatter(x=x, y=_r(y), mode="lines", name=label, legendgroup=label, showlegend=j == 0,
                                      line={"color": color}, hovertemplate=f"{label}<br>step %{{x}}: %{{y:.4f}}<extra></extra>"),
                           **kw)
             if key == "coherence":
-                full = _smooth(r["probe"]["coherence_full"], window)
+                _, full = _smooth(r["probe"]["coherence_full"], window)
                 fig.add_trace(go.Scatter(x=x, y=_r(full), mode="lines", name=f"{label}, full gradient", legendgroup=label,
                                          showlegend=False, line={"color": color, "dash": "dot"},
                                          hovertemplate=f"{label}, full gradient<br>step %{{x}}: %{{y:.4f}}<extra></extra>"),
