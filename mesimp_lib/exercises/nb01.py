@@ -15,8 +15,9 @@ def check_exercise_1(g: torch.Tensor, g_k: torch.Tensor, k: int) -> Feedback:
     fb = Feedback("01, exercise 1")
     width = g.shape[1]
     fb.check(k >= width, f"k={k} is the full width {width}", f"k={k}: set k = {width}, the full width")
+    n = int((g_k != g).sum())
     fb.check(torch.equal(g_k, g), "g_k equals g: nothing is dropped",
-             f"g_k differs from g in {int((g_k != g).sum())} entries: with k = width every entry is kept")
+             f"g_k differs from g in {n} entr{'y' if n == 1 else 'ies'}: with k = width every entry is kept")
     return fb
 
 
