@@ -120,3 +120,22 @@ def test_unanswered_checks_ask_and_do_not_reveal():
 def test_every_check_asks_for_a_missing_answer(check, args, asks):
     fb = check(*args)
     assert not fb and asks in str(fb)
+
+
+def test_nb10_exercises():
+    from mesimp_lib.diagnostics import sign_coherence
+    from mesimp_lib.exercises import nb10
+
+    torch.manual_seed(0)
+    g = torch.randn(40, 30)
+    idx = g.abs().topk(3, dim=1).indices
+    g_k = torch.zeros_like(g).scatter_(1, idx, g.gather(1, idx))
+    h = torch.rand(40, 7)
+    rows = (g_k != 0).sum(0) >= 2
+    want = float(sign_coherence(g_k[:, rows].T @ h).nanmean())
+    assert nb10.check_exercise_1(g_k, h, want) and not nb10.check_exercise_1(g_k, h, want - 0.01)
+    assert "set coherence" in str(nb10.check_exercise_1(g_k, h, None))
+    # two Adam steps by hand: m = 0.091, v = 0.000999 + 1e-7 (bias-corrected by 0.19 and 0.001999)
+    m_hat, v_hat = (0.9 * 0.1 + 0.1 * 0.01) / 0.19, (0.999 * 0.001 + 0.001 * 1e-4) / (1 - 0.999 ** 2)
+    ratio = m_hat / (v_hat ** 0.5 + 1e-8)
+    assert nb10.check_exercise_2(ratio) and not nb10.check_exercise_2(1.0)
