@@ -113,6 +113,12 @@ def select_random(g: torch.Tensor, k: int) -> torch.Tensor:
     return torch.rand(g.shape, device=g.device).topk(k, dim=1, sorted=False).indices
 
 
+def all_indices(n: int, width: int, mode: str, device=None) -> torch.Tensor:
+    """The selection of a dense backward, which keeps every entry: (width,) unified, else (n, width)."""
+    every = torch.arange(width, device=device)
+    return every if mode == "unified" else every.expand(n, width)
+
+
 # --------------------------------------------------------------------------- stats
 
 
@@ -122,8 +128,10 @@ class MePropStats:
     counts[j]          examples whose selected set contained unit j (per example, also in
                        unified mode; entries whose gradient is exactly 0 are not counted
                        unless ``count_zero_hits``)
-    last_indices       the indices selected in the last backward: (B, k) per example /
-                       random, (k,) unified, None dense
+    last_indices       the indices kept in the last backward: (B, k) per example / random,
+                       (k,) unified; a dense backward (k None, 0 or >= width) keeps every
+                       entry: (B, width) per example / random, (width,) unified; None before
+                       the first backward. ``counts`` records top-k / random selections only.
     rows_touched       rows of W that received a non-zero-able gradient, last step and sum
     macs_done / dense  backward multiply-adds really performed vs a dense backward
     """
@@ -196,7 +204,7 @@ class _NativeCounter:
 class NativeMePropStats(MePropStats):
     """``MePropStats`` of a ``kernel="native"`` layer: the C++ backward adds its record to ``counts`` and to the
     int64 tensor ``_native`` = [backward_calls, examples, last_rows_touched, rows_touched_total, macs_done,
-    macs_dense, who recorded last (0 Python, 1 native, 2 native dense)] and points ``_native_last`` at the
+    macs_dense, who recorded last (0 Python, 1 native)] and points ``_native_last`` at the
     last indices, so no Python runs per step; the attributes read the same as ``MePropStats``'s."""
 
     backward_calls = _NativeCounter(0)
@@ -215,9 +223,7 @@ class NativeMePropStats(MePropStats):
     def last_indices(self) -> torch.Tensor | None:
         nat = self.__dict__.get("_native")
         who = int(nat[6]) if nat is not None else 0
-        if who == 1:
-            return self._native_last
-        return None if who == 2 else self.__dict__.get("_py_last_indices")
+        return self._native_last if who == 1 else self.__dict__.get("_py_last_indices")
 
     @last_indices.setter
     def last_indices(self, value) -> None:
@@ -519,6 +525,8 @@ def _record(stats: MePropStats, g, idx, plan: _Plan, n, out, in_f, touched, comp
     stats.backward_calls += 1
     stats.examples += n
     stats.last_indices = idx if not isinstance(idx, tuple) else idx[0]
+    if idx is None:  # dense: every entry is kept
+        stats.last_indices = all_indices(n, out, plan.mode, g.device)
     stats.last_rows_touched = touched
     stats.rows_touched_total += touched
     stats.macs_dense += n * out * in_f * (int(need_x) + int(need_w))

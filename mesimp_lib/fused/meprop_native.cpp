@@ -14,8 +14,8 @@
 // Backward, k == 0: the dense backward (g @ W, g^T x, g.sum(0)), as the PyTorch path does; for a narrow layer
 // (out <= 64: the output layer) at a small batch (N <= 64) the same sums in native loops (narrow_dense_backward).
 // Stats: counts (out,) int64 += the record; acc (7,) int64 += {calls, examples, rows touched (last, total),
-// multiply-adds done, dense multiply-adds}, acc[6] = 1 (this path recorded the last step, with indices) or 2
-// (dense, no indices); last is set_() to the selected indices. Empty tensors = not tracked.
+// multiply-adds done, dense multiply-adds}, acc[6] = 1 (this path recorded the last step); last is set_() to the
+// kept indices (a dense backward keeps every entry: (N, out), or (out,) unified). Empty tensors = not tracked.
 #include <torch/extension.h>
 
 #include <optional>
@@ -99,6 +99,8 @@ std::vector<Tensor> layer_backward(const Tensor& g_in, const Tensor& x, const Te
     gb = r[2];
     touched = computed = out;
     if (need_w && wg == 1) rows = torch::arange(out, g.options().dtype(torch::kLong));
+    sel = torch::arange(out, g.options().dtype(torch::kLong));  // every entry is kept (as all_indices)
+    if (cfg.mode != 2) sel = sel.expand({n, out});
   } else if (cfg.mode == 2) {  // unified: one set of k columns for the whole batch
     auto r = unified_backward(g, x, W, k, need_x, need_w);
     if (need_x) gx = r[0];
@@ -170,13 +172,9 @@ std::vector<Tensor> layer_backward(const Tensor& g_in, const Tensor& x, const Te
     a[3] += touched;
     a[4] += n * computed * in * prods;
     a[5] += n * out * in * prods;
-    if (k == 0) {
-      a[6] = 2;
-    } else {
-      a[6] = 1;
-      Tensor last = cfg.last;
-      last.set_(sel);
-    }
+    a[6] = 1;
+    Tensor last = cfg.last;
+    last.set_(sel);
   }
   return {gx, gw, gb};
 }
