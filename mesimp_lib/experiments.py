@@ -36,6 +36,9 @@ def _meprop_mnist() -> dict[str, TrainConfig]:
             cfg = TrainConfig(method=method, mode=mode, k=20, batch_size=10, epochs=20, seed=seed)
             name = "dense" if method == "dense" else f"meprop-{mode}-k20"
             runs[f"{name}-s{seed}"] = cfg
+        # the authors' C# settings (authors=True: C# init, summed loss, clip 5, 8 evaluations per epoch)
+        runs[f"authors-meprop-per_example-k20-s{seed}"] = TrainConfig(method="meprop", k=20, batch_size=10, epochs=20,
+                                                                      seed=seed, authors=True)
     return runs
 
 
@@ -44,9 +47,15 @@ MESIMP_MNIST = dict(batch_size=100, epochs=20, grad_clip=5.0, prune_rate=0.1, cy
 
 def _mesimp_mnist() -> dict[str, TrainConfig]:
     """The authors' meSimp MNIST config (k=160) and a small-k one (k=20), plus the dense
-    500-500 baseline trained the same way (batch 100, clip 5)."""
+    500-500 baseline trained the same way (batch 100, clip 5); and, named ``authors-*``, the same
+    two runs with the authors' full C# configuration (``authors=True``: C# init, summed loss, their
+    Adam reset schedule, zero-filler hits, 8 evaluations per epoch). The ``authors-`` prefix keeps
+    their models out of ``mesimp-*.pt`` (the inference benchmark's set)."""
     runs = {}
     for seed in SEEDS:
+        runs[f"authors-mesimp-k160-s{seed}"] = TrainConfig(method="mesimp", seed=seed, epochs=20, authors=True)
+        runs[f"authors-dense-500-s{seed}"] = TrainConfig(method="dense", k=None, seed=seed, batch_size=100, epochs=20,
+                                                         authors=True)
         runs[f"dense-500-s{seed}"] = TrainConfig(method="dense", k=None, seed=seed, batch_size=100, epochs=20, grad_clip=5.0)
         for k in (160, 20):
             runs[f"mesimp-k{k}-s{seed}"] = TrainConfig(method="mesimp", k=k, seed=seed, **MESIMP_MNIST)

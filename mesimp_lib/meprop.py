@@ -34,6 +34,7 @@ How the weight gradient reaches the optimizer (``weight_grad``)
 
 from __future__ import annotations
 
+import functools
 import numbers
 from dataclasses import dataclass
 
@@ -54,6 +55,7 @@ __all__ = [
     "select_per_example",
     "select_random",
     "select_unified",
+    "heap_fillers",
 ]
 
 MODES = ("per_example", "unified", "random")
@@ -109,6 +111,48 @@ def select_per_example(g: torch.Tensor, k: int) -> torch.Tensor:
 def select_random(g: torch.Tensor, k: int) -> torch.Tensor:
     """k distinct uniform indices per row, drawn from torch's global RNG. -> (B, k)"""
     return torch.rand(g.shape, device=g.device).topk(k, dim=1, sorted=False).indices
+
+
+@functools.lru_cache(maxsize=64)
+def _preorder(k: int) -> tuple[int, ...]:
+    """Positions 0..k-1 of an array-stored binary tree (children 2i+1, 2i+2) in preorder."""
+    order, stack = [], [0]
+    while stack:
+        i = stack.pop()
+        if i < k:
+            order.append(i)
+            stack += [2 * i + 2, 2 * i + 1]
+    return tuple(order)
+
+
+def heap_fillers(nonzero: torch.Tensor, k: int) -> torch.Tensor:
+    """The zero entries the authors' C# top-k heap keeps in rows with fewer than k non-zeros. -> bool like ``nonzero``
+
+    The C# (``TopNHeap.GetAbsTop``) seeds a min-heap with positions 0..k-1, heapifies it (Floyd; a sift
+    prefers the left child on ties) and lets a later entry replace the root only if strictly larger. In a
+    row with fewer than k non-zeros every non-zero is kept and the other slots hold zeros of index < k.
+    Which ones: with only "zero / non-zero" mattering, heapify and each replacement keep the zeros in an
+    ancestor-closed tree whose preorder is the preorder of the zeros among positions 0..k-1 (children
+    2i+1, 2i+2), and each of the m non-zeros at positions >= k evicts the next zero in that order. So the
+    fillers are the zeros of positions < k after the first m in preorder (tested against a plain-Python
+    copy of the heap in tests/test_meprop.py). Rows with >= k non-zeros have no fillers.
+
+    Args:
+        nonzero: bool (N, width): which entries of the gradient rows are non-zero.
+        k: the heap's size (the C# k), 1 <= k <= width.
+    """
+    n, width = nonzero.shape
+    if not 1 <= k <= width:
+        raise ValueError(f"k={k} must be in [1, width={width}] for the heap's filler rule")
+    low = nonzero[:, :k]
+    m = nonzero[:, k:].sum(1, keepdim=True)  # non-zeros after the seed: each evicts one zero
+    order = torch.tensor(_preorder(k), dtype=torch.long, device=nonzero.device)
+    zeros = ~low[:, order]  # (N, k) in preorder
+    keep = zeros & (zeros.cumsum(1) > m)
+    out = torch.zeros_like(nonzero)
+    out[:, order] = keep
+    out[(nonzero.sum(1) >= k)] = False
+    return out
 
 
 # --------------------------------------------------------------------------- stats
