@@ -56,6 +56,7 @@ __all__ = [
     "select_random",
     "select_unified",
     "heap_fillers",
+    "heap_hits",
 ]
 
 MODES = ("per_example", "unified", "random")
@@ -155,6 +156,25 @@ def heap_fillers(nonzero: torch.Tensor, k: int) -> torch.Tensor:
     return out
 
 
+def heap_hits(g: torch.Tensor, k: int, top: torch.Tensor | None = None, fill: torch.Tensor | None = None):
+    """Hits per unit of the rows of ``g`` as the authors' C# record counts them (``count_zero_hits``). -> (width,)
+
+    A row with more than k non-zeros counts its top-k (``top`` (N, k) if the caller selected it already);
+    any other row counts all its non-zeros and the heap's zero fillers (``fill``, default
+    ``heap_fillers(g != 0, k)``). Ties among equal non-zero magnitudes at the k-th place follow torch's top-k
+    (or the native selection), not the C# heap's order.
+    """
+    nz = g != 0
+    if fill is None:
+        fill = heap_fillers(nz, k)
+    many = nz.sum(1) > k  # these rows' top-k holds non-zeros only
+    add = ((nz & ~many.unsqueeze(1)) | fill).sum(0)
+    if bool(many.any()):
+        top = top[many] if top is not None else select_per_example(g[many], k)
+        add += torch.bincount(top.reshape(-1), minlength=g.shape[1])
+    return add
+
+
 # --------------------------------------------------------------------------- stats
 
 
@@ -163,7 +183,9 @@ class MePropStats:
 
     counts[j]          examples whose selected set contained unit j (per example, also in
                        unified mode; entries whose gradient is exactly 0 are not counted
-                       unless ``count_zero_hits``)
+                       unless ``count_zero_hits``: then per-example top-k counts the zero
+                       fillers of the authors' C# heap, ``heap_hits``, and random / unified
+                       selection every selected entry)
     last_indices       the indices selected in the last backward: (B, k) per example /
                        random, (k,) unified, None dense
     rows_touched       rows of W that received a non-zero-able gradient, last step and sum
@@ -570,6 +592,9 @@ def _record(stats: MePropStats, g, idx, plan: _Plan, n, out, in_f, touched, comp
     if isinstance(idx, tuple):  # per example / random: (indices (N, k), kept values (N, k))
         idx, kept = idx
         stats.last_indices = idx
+        if plan.count_zero_hits and plan.mode == "per_example":  # the C# heap's record (heap_hits)
+            stats.counts += heap_hits(g, plan.k, idx).to(stats.counts.dtype)
+            return
         flat = idx.reshape(-1)
         if not plan.count_zero_hits:
             flat = flat[kept.reshape(-1) != 0]

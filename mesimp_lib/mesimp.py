@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .meprop import MePropLinear, heap_fillers, select_per_example
+from .meprop import MePropLinear, heap_fillers, heap_hits, select_per_example
 
 __all__ = [
     "REALISATIONS",
@@ -123,21 +123,14 @@ class ActivityRecord:
         self.hits.index_add_(0, flat, torch.ones_like(flat, dtype=self.hits.dtype))
 
     def _heap_hits(self, g: torch.Tensor, top: torch.Tensor | None) -> torch.Tensor:
-        """Hits per unit as the C# record counts them: a row's top-k, or all its non-zeros and the heap's zero
-        fillers when it has fewer than k. ``top``: the per-example indices the layer selected (or None)."""
-        nz = g != 0
-        if self.positions is None:
-            fill = heap_fillers(nz, self.k)
-        else:  # back to the original positions (removed units have no gradient, as in the C#'s mask)
-            full = nz.new_zeros(nz.shape[0], self.full_width)
-            full[:, self.positions] = nz
+        """``meprop.heap_hits`` with the heap's fillers found over the layer's original positions (removed
+        units have no gradient, as under the C#'s mask). ``top``: the layer's per-example selection or None."""
+        fill = None
+        if self.positions is not None:
+            full = g.new_zeros(g.shape[0], self.full_width, dtype=torch.bool)
+            full[:, self.positions] = g != 0
             fill = heap_fillers(full, self.k)[:, self.positions]
-        many = nz.sum(1) > self.k  # these rows' top-k holds non-zeros only
-        add = ((nz & ~many.unsqueeze(1)) | fill).sum(0)
-        if bool(many.any()):
-            top = top[many] if top is not None else select_per_example(g[many], self.k)
-            add += torch.bincount(top.reshape(-1), minlength=self.width)
-        return add.to(self.hits.dtype)
+        return heap_hits(g, self.k, top, fill).to(self.hits.dtype)
 
     def threshold(self, prune_rate: float) -> int:
         """Units with fewer hits than this are removed: ``floor(prune_rate * seen)``."""
