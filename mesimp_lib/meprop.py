@@ -57,6 +57,7 @@ __all__ = [
     "select_unified",
     "heap_fillers",
     "heap_hits",
+    "heap_selected",
 ]
 
 MODES = ("per_example", "unified", "random")
@@ -156,23 +157,29 @@ def heap_fillers(nonzero: torch.Tensor, k: int) -> torch.Tensor:
     return out
 
 
-def heap_hits(g: torch.Tensor, k: int, top: torch.Tensor | None = None, fill: torch.Tensor | None = None):
-    """Hits per unit of the rows of ``g`` as the authors' C# record counts them (``count_zero_hits``). -> (width,)
+def heap_selected(g: torch.Tensor, k: int, top: torch.Tensor | None = None, fill: torch.Tensor | None = None):
+    """Which entries of the rows of ``g`` the authors' C# top-k heap selects. -> bool like ``g``
 
-    A row with more than k non-zeros counts its top-k (``top`` (N, k) if the caller selected it already);
-    any other row counts all its non-zeros and the heap's zero fillers (``fill``, default
-    ``heap_fillers(g != 0, k)``). Ties among equal non-zero magnitudes at the k-th place follow torch's top-k
-    (or the native selection), not the C# heap's order.
+    A row with more than k non-zeros: its top-k (``top`` (N, k) if the caller selected it already). Any
+    other row: all its non-zeros and the heap's zero fillers (``fill``, default ``heap_fillers(g != 0, k)``).
+    Ties among equal non-zero magnitudes at the k-th place follow torch's top-k (or the native selection),
+    not the C# heap's order.
     """
     nz = g != 0
     if fill is None:
         fill = heap_fillers(nz, k)
     many = nz.sum(1) > k  # these rows' top-k holds non-zeros only
-    add = ((nz & ~many.unsqueeze(1)) | fill).sum(0)
+    sel = (nz & ~many.unsqueeze(1)) | fill
     if bool(many.any()):
         top = top[many] if top is not None else select_per_example(g[many], k)
-        add += torch.bincount(top.reshape(-1), minlength=g.shape[1])
-    return add
+        sel[many] = sel[many].scatter(1, top, True)
+    return sel
+
+
+def heap_hits(g: torch.Tensor, k: int, top: torch.Tensor | None = None, fill: torch.Tensor | None = None):
+    """Hits per unit as the authors' C# record counts them (``count_zero_hits``): ``heap_selected`` summed
+    over the rows. -> (width,)"""
+    return heap_selected(g, k, top, fill).sum(0)
 
 
 # --------------------------------------------------------------------------- stats

@@ -270,3 +270,29 @@ def test_authors_preset_explicit_values_win():
 def test_authors_option_errors(kw, match):
     with pytest.raises(ValueError, match=match):
         TrainConfig(**kw)
+
+
+def test_lstm_record_follows_the_heap_in_mask_and_physical_realisations():
+    """The LSTM (no C# exists: the MLP's rule per gate, mapped onto cells) counts alike in both realisations, also
+    once a layer is down to k cells (then the physical layer runs dense). Gate gradients are rarely exactly 0
+    (sigmoid / tanh derivatives), so here the heap's fillers come only from removed cells under the mask."""
+    from mesimp_lib.lstm import LSTMSimplifier
+    from tests.test_lstm import Tiny, data, train_steps
+
+    torch.manual_seed(0)
+    a, b = Tiny(k=4), Tiny(k=4)
+    b.load_state_dict(a.state_dict())
+    opt_a, opt_b = torch.optim.Adam(a.parameters(), lr=1e-2), torch.optim.Adam(b.parameters(), lr=1e-2)
+    sa = LSTMSimplifier([a.fwd, a.bwd], a.output, prune_rate=0.7, realisation="mask", count_zero_hits=True)
+    sb = LSTMSimplifier([b.fwd, b.bwd], b.output, prune_rate=0.7, realisation="physical", count_zero_hits=True)
+    batches = data(12)
+    for r in range(4):
+        chunk = batches[3 * r:3 * r + 3]
+        train_steps(a, opt_a, chunk)
+        train_steps(b, opt_b, chunk)
+        for d in range(2):  # hits per original cell (removed cells are not compared)
+            assert sa.records[d].hits[sb.unit_ids[d]].tolist() == sb.records[d].hits.tolist()
+        sa.prune(opt_a)
+        sb.prune(opt_b)
+        assert sa.widths == sb.widths
+    assert min(sb.widths) <= 4 < max(sb.widths) < 10
