@@ -34,6 +34,7 @@ How the weight gradient reaches the optimizer (``weight_grad``)
 
 from __future__ import annotations
 
+import functools
 import numbers
 from dataclasses import dataclass
 
@@ -54,6 +55,9 @@ __all__ = [
     "select_per_example",
     "select_random",
     "select_unified",
+    "heap_fillers",
+    "heap_hits",
+    "heap_selected",
 ]
 
 MODES = ("per_example", "unified", "random")
@@ -111,6 +115,73 @@ def select_random(g: torch.Tensor, k: int) -> torch.Tensor:
     return torch.rand(g.shape, device=g.device).topk(k, dim=1, sorted=False).indices
 
 
+@functools.lru_cache(maxsize=64)
+def _preorder(k: int) -> tuple[int, ...]:
+    """Positions 0..k-1 of an array-stored binary tree (children 2i+1, 2i+2) in preorder."""
+    order, stack = [], [0]
+    while stack:
+        i = stack.pop()
+        if i < k:
+            order.append(i)
+            stack += [2 * i + 2, 2 * i + 1]
+    return tuple(order)
+
+
+def heap_fillers(nonzero: torch.Tensor, k: int) -> torch.Tensor:
+    """The zero entries the authors' C# top-k heap keeps in rows with fewer than k non-zeros. -> bool like ``nonzero``
+
+    The C# (``TopNHeap.GetAbsTop``) seeds a min-heap with positions 0..k-1, heapifies it (Floyd; a sift
+    prefers the left child on ties) and lets a later entry replace the root only if strictly larger. In a
+    row with fewer than k non-zeros every non-zero is kept and the other slots hold zeros of index < k.
+    Which ones: with only "zero / non-zero" mattering, heapify and each replacement keep the zeros in an
+    ancestor-closed tree whose preorder is the preorder of the zeros among positions 0..k-1 (children
+    2i+1, 2i+2), and each of the m non-zeros at positions >= k evicts the next zero in that order. So the
+    fillers are the zeros of positions < k after the first m in preorder (tested against a plain-Python
+    copy of the heap in tests/test_meprop.py). Rows with >= k non-zeros have no fillers.
+
+    Args:
+        nonzero: bool (N, width): which entries of the gradient rows are non-zero.
+        k: the heap's size (the C# k), 1 <= k <= width.
+    """
+    n, width = nonzero.shape
+    if not 1 <= k <= width:
+        raise ValueError(f"k={k} must be in [1, width={width}] for the heap's filler rule")
+    low = nonzero[:, :k]
+    m = nonzero[:, k:].sum(1, keepdim=True)  # non-zeros after the seed: each evicts one zero
+    order = torch.tensor(_preorder(k), dtype=torch.long, device=nonzero.device)
+    zeros = ~low[:, order]  # (N, k) in preorder
+    keep = zeros & (zeros.cumsum(1) > m)
+    out = torch.zeros_like(nonzero)
+    out[:, order] = keep
+    out[(nonzero.sum(1) >= k)] = False
+    return out
+
+
+def heap_selected(g: torch.Tensor, k: int, top: torch.Tensor | None = None, fill: torch.Tensor | None = None):
+    """Which entries of the rows of ``g`` the authors' C# top-k heap selects. -> bool like ``g``
+
+    A row with more than k non-zeros: its top-k (``top`` (N, k) if the caller selected it already). Any
+    other row: all its non-zeros and the heap's zero fillers (``fill``, default ``heap_fillers(g != 0, k)``).
+    Ties among equal non-zero magnitudes at the k-th place follow torch's top-k (or the native selection),
+    not the C# heap's order.
+    """
+    nz = g != 0
+    if fill is None:
+        fill = heap_fillers(nz, k)
+    many = nz.sum(1) > k  # these rows' top-k holds non-zeros only
+    sel = (nz & ~many.unsqueeze(1)) | fill
+    if bool(many.any()):
+        top = top[many] if top is not None else select_per_example(g[many], k)
+        sel[many] = sel[many].scatter(1, top, True)
+    return sel
+
+
+def heap_hits(g: torch.Tensor, k: int, top: torch.Tensor | None = None, fill: torch.Tensor | None = None):
+    """Hits per unit as the authors' C# record counts them (``count_zero_hits``): ``heap_selected`` summed
+    over the rows. -> (width,)"""
+    return heap_selected(g, k, top, fill).sum(0)
+
+
 # --------------------------------------------------------------------------- stats
 
 
@@ -119,7 +190,9 @@ class MePropStats:
 
     counts[j]          examples whose selected set contained unit j (per example, also in
                        unified mode; entries whose gradient is exactly 0 are not counted
-                       unless ``count_zero_hits``)
+                       unless ``count_zero_hits``: then per-example top-k counts the zero
+                       fillers of the authors' C# heap, ``heap_hits``, and random / unified
+                       selection every selected entry)
     last_indices       the indices selected in the last backward: (B, k) per example /
                        random, (k,) unified, None dense
     rows_touched       rows of W that received a non-zero-able gradient, last step and sum
@@ -526,6 +599,9 @@ def _record(stats: MePropStats, g, idx, plan: _Plan, n, out, in_f, touched, comp
     if isinstance(idx, tuple):  # per example / random: (indices (N, k), kept values (N, k))
         idx, kept = idx
         stats.last_indices = idx
+        if plan.count_zero_hits and plan.mode == "per_example":  # the C# heap's record (heap_hits)
+            stats.counts += heap_hits(g, plan.k, idx).to(stats.counts.dtype)
+            return
         flat = idx.reshape(-1)
         if not plan.count_zero_hits:
             flat = flat[kept.reshape(-1) != 0]

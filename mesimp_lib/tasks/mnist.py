@@ -21,7 +21,7 @@ from torch.nn.modules import module as _nn_module
 
 from ..meprop import MePropLinear, _fused
 
-__all__ = ["MNIST_FILES", "MLP", "MnistData", "accuracy", "data_root", "load_mnist", "read_idx"]
+__all__ = ["INITS", "MNIST_FILES", "MLP", "init_weights", "MnistData", "accuracy", "data_root", "load_mnist", "read_idx"]
 
 # file name -> sha256 of the gzip file as shipped (data/README.md)
 MNIST_FILES = {
@@ -31,6 +31,7 @@ MNIST_FILES = {
     "t10k-labels-idx1-ubyte.gz": "b91679a0acfe4ba0e50a2437a903084cba1f5f92592b016a25a7dfd00455798b",
 }
 DEV_SIZE = 5000
+INITS = ("default", "csharp", "pytorch_old")
 
 
 def data_root() -> Path:
@@ -344,6 +345,32 @@ class MLP(nn.Module):
             mods += [layer.to_linear(), nn.ReLU()]
         mods.append(self.output.to_linear())
         return nn.Sequential(*mods)
+
+
+@torch.no_grad()
+def init_weights(model: nn.Module, scheme: str = "default") -> None:
+    """Re-initialise every layer of ``model.meprop_layers()`` in place from torch's global RNG.
+
+    default      leave ``nn.Linear``'s init (W, b ~ U(+-1/sqrt(fan_in)); W with a = sqrt(5) Kaiming)
+    csharp       the authors' C# (``GlorotNormalInit``): W ~ Normal(0, sd = sqrt(6 / (fan_in + fan_out))),
+                 the Glorot-uniform bound used as a normal sd (3-4x PyTorch's), bias 0
+    pytorch_old  the authors' old PyTorch port (``modules.Linear``): W and b ~ U(+-1/sqrt(fan_out))
+    """
+    if scheme not in INITS:
+        raise ValueError(f"init={scheme!r} is not allowed; allowed: {', '.join(INITS)}")
+    if scheme == "default":
+        return
+    for layer in model.meprop_layers():
+        fan_out, fan_in = layer.weight.shape
+        if scheme == "csharp":
+            layer.weight.normal_(0.0, (6.0 / (fan_in + fan_out)) ** 0.5)
+            if layer.bias is not None:
+                layer.bias.zero_()
+        else:
+            bound = 1.0 / fan_out**0.5
+            layer.weight.uniform_(-bound, bound)
+            if layer.bias is not None:
+                layer.bias.uniform_(-bound, bound)
 
 
 @torch.no_grad()
