@@ -46,8 +46,8 @@ HELP = {
     "seed": "random seed (init, shuffling, dropout, random-k)",
     "threads": "torch threads (1 = reproducible digits)",
     "train_limit": "use only the first N training images (quick runs)",
-    "weight_grad": "how meProp hands dW to the optimizer: buffer (fast, any optimizer), dense, sparse "
-                   "(row-sparse; sgd / lazy_adam / lazy_sgd only; fastest with lazy_adam)",
+    "weight_grad": "how meProp hands dW to the optimizer, always through autograd: dense (default, any optimizer), "
+                   "sparse (row-sparse; sgd / lazy_adam / lazy_sgd only; fastest with lazy_adam; not under DDP)",
     "kernel": "meProp backward: torch (pure PyTorch), fused (native C++ kernels, built on first use; error if "
               "they cannot be built), auto (fused when available, logged) or native (the whole layer "
               "as a C++ autograd function, the whole MLP as one; needs --weight-grad sparse or dense)",

@@ -48,7 +48,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.autograd.function import once_differentiable
 
-from .meprop import KERNELS, MODES, MePropStats, TopKWidth, _fused, fused_applies, heap_fillers, heap_selected, resolve_k
+from .meprop import (KERNELS, MODES, MePropStats, TopKWidth, _fused, autocast_dtype, fused_applies, heap_fillers,
+                     heap_selected, resolve_k)
 from .mesimp import REALISATIONS, ActivityRecord, _check_rate, _slice_param
 
 __all__ = [
@@ -508,6 +509,10 @@ class MePropLSTM(TopKWidth, nn.Module):
     def forward_packed(self, xp: torch.Tensor, batch_sizes: list[int]) -> torch.Tensor:
         """The packed core: ``xp`` (N, in) time-major, step t = the next ``batch_sizes[t]`` rows,
         longest sentences first (``pack_index``). Returns (N, h)."""
+        cast = autocast_dtype(xp.device.type)
+        if cast is not None:  # compute in the weights' dtype, return the autocast dtype (as MePropLinear)
+            with torch.autocast(xp.device.type, enabled=False):
+                return self.forward_packed(xp.to(self.weight_ih.dtype), batch_sizes).to(cast)
         params = (self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh)
         needs_graph = torch.is_grad_enabled() and (xp.requires_grad or any(
             p is not None and p.requires_grad for p in params))

@@ -17,24 +17,28 @@ Selection modes
 
 Dense backward: ``k`` None, 0, or >= out (through the same code path).
 
-How the weight gradient reaches the optimizer (``weight_grad``)
-    "buffer"  (default) the layer keeps one persistent ``[out, in]`` gradient buffer,
-              re-zeroes only the rows it wrote the previous step and writes the new
-              rows; the buffer is assigned to ``weight.grad``. No dense zero-filled
-              gradient is built per step and any ``torch.optim`` optimizer (Adam, the
-              paper's set-up) works unchanged. Caveats: ``weight.grad`` is written as a
-              side effect of backward, so ``torch.autograd.grad(..., weight)`` and
-              tensor hooks on ``weight`` do not see it, and the same tensor is reused
-              next step (``clone()`` a gradient you want to keep).
-    "dense"   an ordinary dense gradient returned through autograd (slower; works with
-              every autograd feature, e.g. ``gradcheck``).
-    "sparse"  a ``torch.sparse_coo_tensor`` with k rows (SGD and SparseAdam accept it;
-              Adam does not).
+How the weight gradient reaches the optimizer (``weight_grad``); both come back through autograd only,
+so ``torch.autograd.grad``, tensor hooks, accumulation, ``zero_grad`` in both forms, ``functional_call``,
+DistributedDataParallel and ``gradcheck`` behave as with ``nn.Linear``
+    "dense"   (default) an ordinary dense ``[out, in]`` gradient (zero outside the selected rows); any
+              optimizer takes it.
+    "sparse"  a coalesced ``torch.sparse_coo_tensor`` holding exactly the selected rows (the union of the
+              batch's selections), in every kernel; SGD, LazySGD, LazyAdam and SparseAdam take it (Adam does
+              not). Refused under ``torch.distributed`` (DDP all-reduces dense buckets, it cannot carry a
+              row-sparse gradient whose rows differ per process).
+The former default "buffer" (a persistent gradient written into ``weight.grad`` as a side effect of
+backward) was removed: it gave the same numbers as "dense" but was wrong under DDP, ``autograd.grad``,
+``functional_call`` and in-place edits of ``.grad``. ``weight_grad="buffer"`` is refused with that reason;
+stored configs that say "buffer" are read as "dense" (``TrainConfig``).
+
+Under autocast (e.g. CPU bfloat16) the layer computes in its weight's dtype and returns the autocast dtype,
+so its output and gradients have the dtypes ``nn.Linear``'s have.
 """
 
 from __future__ import annotations
 
 import functools
+import logging
 import numbers
 from dataclasses import dataclass
 
@@ -42,6 +46,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.autograd.function import once_differentiable
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "TopKWidth",
@@ -61,7 +67,7 @@ __all__ = [
 ]
 
 MODES = ("per_example", "unified", "random")
-WEIGHT_GRADS = ("buffer", "dense", "sparse")
+WEIGHT_GRADS = ("dense", "sparse")
 KERNELS = ("torch", "fused", "auto", "native")
 NATIVE_MODES = ("per_example", "random", "unified")
 _NATIVE_MODE_CODES = {"per_example": 0, "random": 1, "unified": 2}  # the C++ functions' mode argument
@@ -308,7 +314,7 @@ class NativeMePropStats(MePropStats):
         return new
 
 
-# --------------------------------------------------------------------------- plan / buffer
+# --------------------------------------------------------------------------- plan
 
 
 @dataclass(frozen=True)
@@ -343,70 +349,6 @@ class LayerHooks:
         return self.grad_mask is not None or bool(self.observers)
 
 
-class _RowGradBuffer:
-    """A persistent ``[out, in]`` weight gradient that is re-zeroed row by row.
-
-    Invariant: every row of ``self.tensor`` outside ``self.dirty`` is zero. ``dirty`` is a
-    list of index tensors written since the last clear, or None meaning "all rows".
-    """
-
-    def __init__(self):
-        self.tensor: torch.Tensor | None = None
-        self.dirty: list[torch.Tensor] | None = []
-        self.dirty_count = 0
-
-    def _mark(self, rows: torch.Tensor | None, width: int) -> None:
-        if rows is None or self.dirty is None:
-            self.dirty = None
-            return
-        self.dirty.append(rows)
-        self.dirty_count += rows.numel()
-        if self.dirty_count > width:  # cheaper to zero everything next time
-            self.dirty = None
-
-    def _fresh(self, param: torch.Tensor) -> torch.Tensor:
-        buf = self.tensor
-        if buf is None or buf.shape != param.shape or buf.dtype != param.dtype or buf.device != param.device:
-            buf = torch.zeros_like(param, memory_format=torch.contiguous_format)
-        elif self.dirty is None:
-            buf.zero_()
-        elif self.dirty:
-            buf.index_fill_(0, torch.cat(self.dirty), 0)
-        self.tensor, self.dirty, self.dirty_count = buf, [], 0
-        return buf
-
-    def target(self, param: torch.Tensor) -> torch.Tensor:
-        """The tensor a kernel should accumulate this step's rows into (assigned to ``param.grad``)."""
-        if param.grad is None:
-            param.grad = self._fresh(param)
-        return param.grad
-
-    def mark(self, param: torch.Tensor, rows: torch.Tensor) -> None:
-        """Record rows a kernel wrote into ``target(param)``."""
-        if param.grad is self.tensor:
-            self._mark(rows, param.shape[0])
-
-    def write(self, param: torch.Tensor, rows: torch.Tensor | None, values: torch.Tensor) -> None:
-        """Accumulate ``values`` (rows of the gradient, or the full gradient if rows is None)."""
-        g = param.grad
-        width = param.shape[0]
-        if g is None:
-            if rows is None:  # a full gradient: hand it over, keep our buffer for later
-                param.grad = values
-                return
-            buf = self._fresh(param)
-            buf.index_add_(0, rows, values)  # rows are zero here; index_add_ is ~2x faster than index_copy_
-            self._mark(rows, width)
-            param.grad = buf
-            return
-        if rows is None:
-            g.add_(values)
-        else:
-            g.index_add_(0, rows, values)
-        if g is self.tensor:
-            self._mark(rows, width)
-
-
 # --------------------------------------------------------------------------- autograd
 
 
@@ -414,10 +356,9 @@ class MePropLinearFunction(torch.autograd.Function):
     """``y = x W^T + b`` with a top-k sparsified backward. x is (N, in)."""
 
     @staticmethod
-    def forward(ctx, x, weight, bias, plan: _Plan, stats, gradbuf, hooks=None):
+    def forward(ctx, x, weight, bias, plan: _Plan, stats, hooks=None):
         ctx.save_for_backward(x, weight)
-        ctx.plan, ctx.stats, ctx.gradbuf, ctx.hooks = plan, stats, gradbuf, hooks
-        ctx.weight = weight  # the Parameter itself, for the "buffer" gradient
+        ctx.plan, ctx.stats, ctx.hooks = plan, stats, hooks
         ctx.has_bias = bias is not None
         return F.linear(x, weight, bias)
 
@@ -472,17 +413,17 @@ class MePropLinearFunction(torch.autograd.Function):
             # record and dW in one call: B*k*in multiply-adds each for dx and dW, no (N, out) mask
             given = _NO_ROWS if plan.mode == "per_example" else select_random(g, plan.k)
             scale = out / plan.k if plan.rescale else 1.0
-            buffer = need_w and plan.weight_grad == "buffer"
-            target = ctx.gradbuf.target(ctx.weight) if buffer else _NO_ROWS
+            # the dense form: the kernel accumulates the rows straight into a zeroed [out, in] gradient
+            dense_w = need_w and plan.weight_grad == "dense"
+            target = torch.zeros_like(weight, memory_format=torch.contiguous_format) if dense_w else _NO_ROWS
             counts = stats.counts if stats is not None else _NO_ROWS
             grad_x, grad_b, sel, kept, rows, vals = _fused().topk_backward(
                 g, x.contiguous(), weight.contiguous(), plan.k, given, scale, need_x, need_b, plan.sparsify_bias,
-                target, need_w and not buffer, counts, plan.count_zero_hits)
+                target, need_w and not dense_w, counts, plan.count_zero_hits)
             grad_x = grad_x if need_x else None
             grad_b = grad_b if need_b else None
-            if buffer:
-                ctx.gradbuf.mark(ctx.weight, rows)
-                need_w = False  # already written
+            if dense_w:
+                grad_w, need_w = target, False  # already written
             touched, computed = rows.numel(), plan.k
             idx = (sel, kept)
             if stats is not None:  # the kernel added the counts
@@ -509,6 +450,8 @@ class MePropLinearFunction(torch.autograd.Function):
                     grad_x = gm @ weight
                 if need_w:
                     vals = gm.t() @ x
+                    if plan.weight_grad == "sparse":  # the selected rows only, as the compact path and the kernels
+                        vals, rows = vals.index_select(0, union), union
                 if need_b and plan.sparsify_bias:
                     grad_b = gm.sum(0)
                 computed = out
@@ -525,15 +468,13 @@ class MePropLinearFunction(torch.autograd.Function):
                 # rows are unique (a top-k set or a union): coalesced by construction
                 grad_w = torch.sparse_coo_tensor(rows.unsqueeze(0), vals, weight.shape, check_invariants=False,
                                                  is_coalesced=True)
-            else:
-                ctx.gradbuf.write(ctx.weight, rows, vals)
 
         if stats is not None:
             _record(stats, g, idx, plan, n, out, in_f, touched, computed, need_x, wants_w)
         if hooks is not None:
             for observer in hooks.observers:
                 observer.observe(g, idx, plan)
-        return grad_x, grad_w, grad_b, None, None, None, None
+        return grad_x, grad_w, grad_b, None, None, None
 
 
 def _fused():
@@ -629,9 +570,36 @@ def meprop_linear(
     _check_weight_grad(weight_grad)
     if x.shape[-1] != weight.shape[1]:
         raise ValueError(f"input has {x.shape[-1]} features in its last dimension, the weight expects {weight.shape[1]}")
+    if weight_grad == "sparse":
+        refuse_distributed("weight_grad='sparse'")
+    cast = autocast_dtype(x.device.type)
+    if cast is not None:  # as MePropLinear: compute in the weight's dtype, return the autocast dtype
+        with torch.autocast(x.device.type, enabled=False):
+            return meprop_linear(x.to(weight.dtype), weight, bias, k, mode, rescale=rescale,
+                                 sparsify_bias=sparsify_bias, weight_grad=weight_grad).to(cast)
     plan = _Plan(resolve_k(k, weight.shape[0]), mode, rescale, sparsify_bias, weight_grad, False, 0.5)
-    y = MePropLinearFunction.apply(x.reshape(-1, x.shape[-1]), weight, bias, plan, None, _RowGradBuffer())
+    y = MePropLinearFunction.apply(x.reshape(-1, x.shape[-1]), weight, bias, plan, None)
     return y.reshape(*x.shape[:-1], weight.shape[0])
+
+
+def autocast_dtype(device_type: str):
+    """The dtype autocast casts to on ``device_type`` while it is enabled there, else None. meProp layers then
+    compute in their weights' dtype (the native kernels and the sparse backward keep full precision) and return
+    this dtype, as ``nn.Linear``'s output under autocast."""
+    if device_type not in ("cpu", "cuda") or not torch.is_autocast_enabled(device_type):
+        return None
+    return torch.get_autocast_dtype(device_type)
+
+
+def refuse_distributed(what: str) -> None:
+    """A ValueError naming ``what`` when torch.distributed runs more than one process (DDP)."""
+    dist = torch.distributed
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        raise ValueError(
+            f"{what} is refused under torch.distributed (world size {dist.get_world_size()}): "
+            "DistributedDataParallel all-reduces dense gradient buckets after backward, so a row-sparse weight "
+            "gradient whose rows differ per process, or an optimizer step taken inside backward, would leave "
+            "the replicas different; use weight_grad='dense' (the default) and a step after backward")
 
 
 def _check_mode(mode: str) -> None:
@@ -647,7 +615,21 @@ def _check_native(mode: str, weight_grad: str) -> None:
                          f"(LazyAdam, LazySGD, SGD) or 'dense', not {weight_grad!r}")
 
 
+def stored_weight_grad(weight_grad):
+    """``weight_grad`` of a stored config: the removed "buffer" form computed the same gradient numbers as
+    "dense", so it is read as "dense" (and logged); anything else is returned as is."""
+    if weight_grad == "buffer":
+        log.info("weight_grad='buffer' (removed) is read as 'dense', which computes the same gradients")
+        return "dense"
+    return weight_grad
+
+
 def _check_weight_grad(weight_grad: str) -> None:
+    if weight_grad == "buffer":
+        raise ValueError("weight_grad='buffer' was removed: it wrote weight.grad as a side effect of backward, "
+                         "which is wrong under DDP, torch.autograd.grad, functional_call and in-place edits of "
+                         "weight.grad; use weight_grad='dense' (the default: the same gradient numbers, through "
+                         "autograd) or 'sparse' (row-sparse, for SGD and the lazy optimizers)")
     if weight_grad not in WEIGHT_GRADS:
         raise ValueError(f"weight_grad={weight_grad!r} is not allowed; allowed: {', '.join(WEIGHT_GRADS)}")
 
@@ -700,7 +682,7 @@ class MePropLinear(TopKWidth, nn.Module):
         mode: "per_example" | "unified" | "random".
         rescale: random mode only: multiply the kept entries by out/k.
         sparsify_bias: also sparsify the bias gradient (the originals keep it dense).
-        weight_grad: "buffer" | "dense" | "sparse" (see the module docstring).
+        weight_grad: "dense" (default) | "sparse" (see the module docstring; both through autograd).
         count_zero_hits: count selected entries whose gradient is exactly 0 in ``stats``
             (the authors' C# did; default False).
         compact_threshold: per-example / random: if the union of the batch's selected
@@ -709,9 +691,9 @@ class MePropLinear(TopKWidth, nn.Module):
         track_stats: keep ``self.stats`` (selection counts, rows touched, multiply-adds).
         kernel: "torch" (default: the pure-PyTorch backward), "fused" (the native kernels of
             ``mesimp_lib.fused``, compiled on first use: per example, B*k*in multiply-adds
-            written straight into the gradient buffer; unified, one native call; a dense layer of at most
+            written straight into the gradient; unified, one native call; a dense layer of at most
             64 outputs at a batch of at most 64: native loops, whose rounding differs from BLAS's), or "auto"
-            (fused when it can be built and applies: CPU, float32/64, ``weight_grad="buffer"``), or "native"
+            (fused when it can be built and applies: CPU, float32/64), or "native"
             (opt-in: the whole layer, forward and backward, is one C++ autograd function around the fused
             kernel, so autograd never calls into Python for it; every mode, CPU float32/64,
             ``weight_grad="sparse"`` (for LazyAdam / LazySGD / SGD) or ``"dense"``; the same results as
@@ -729,7 +711,7 @@ class MePropLinear(TopKWidth, nn.Module):
         *,
         rescale: bool = False,
         sparsify_bias: bool = False,
-        weight_grad: str = "buffer",
+        weight_grad: str = "dense",
         count_zero_hits: bool = False,
         compact_threshold: float = 0.5,
         track_stats: bool = True,
@@ -762,7 +744,6 @@ class MePropLinear(TopKWidth, nn.Module):
         self.track_stats = track_stats
         self.k = k  # validated by the setter
         self.stats = (NativeMePropStats if kernel == "native" else MePropStats)(out_features, device=self.weight.device)
-        self._gradbuf = _RowGradBuffer()
         self.hooks = LayerHooks()
         self.reset_parameters()
 
@@ -782,14 +763,13 @@ class MePropLinear(TopKWidth, nn.Module):
         return self.weight.shape[0]
 
     def _plan(self) -> _Plan:
-        # the buffer writes weight.grad directly, which is only right for a leaf weight
-        weight_grad = self.weight_grad if self.weight.is_leaf or self.weight_grad != "buffer" else "dense"
+        _check_weight_grad(self.weight_grad)  # an attribute set after construction too
         return _Plan(
             self.k_effective,
             self.mode,
             self.rescale,
             self.sparsify_bias,
-            weight_grad,
+            self.weight_grad,
             self.count_zero_hits,
             self.compact_threshold,
             fused_applies(self.kernel, self.k_effective, self.weight) if self.k_effective is not None
@@ -804,11 +784,16 @@ class MePropLinear(TopKWidth, nn.Module):
         needs_graph = torch.is_grad_enabled() and (
             x.requires_grad or self.weight.requires_grad or (self.bias is not None and self.bias.requires_grad)
         )
+        cast = autocast_dtype(x.device.type)
+        if cast is not None:  # compute in the weight's dtype, return the autocast dtype (as nn.Linear's output)
+            with torch.autocast(x.device.type, enabled=False):
+                return self.forward(x.to(self.weight.dtype)).to(cast)
         if not needs_graph:
             return F.linear(x, self.weight, self.bias)
+        if self.weight_grad == "sparse":
+            refuse_distributed("weight_grad='sparse'")
         if self.kernel == "native" and not self.hooks:
             return self._native_forward(x)
-        self.weight._mesimp_gradbuf = self._gradbuf  # lets a lazy optimizer find the rows with a gradient
         if self.stats.width != self.out_features or self.stats.counts.device != self.weight.device:
             self.stats.reset(self.out_features, self.weight.device)
         stats = self.stats if self.track_stats else None
@@ -818,7 +803,6 @@ class MePropLinear(TopKWidth, nn.Module):
             self.bias,
             self._plan(),
             stats,
-            self._gradbuf,
             self.hooks if self.hooks else None,
         )
         return y.reshape(*x.shape[:-1], self.out_features)
@@ -865,7 +849,7 @@ class MePropLinear(TopKWidth, nn.Module):
                 s += ", rescale=True"
             if self.sparsify_bias:
                 s += ", sparsify_bias=True"
-        if self.weight_grad != "buffer":
+        if self.weight_grad != "dense":
             s += f", weight_grad={self.weight_grad}"
         return s
 

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from .meprop import KERNELS, MODES, WEIGHT_GRADS, resolve_k
+from .meprop import KERNELS, MODES, WEIGHT_GRADS, resolve_k, stored_weight_grad
 from .meact import STATISTICS, MeAct
 from .mesimp import REALISATIONS, RECORDS, RESETS, Simplifier, authors_reset_now, cycle_phase, reset_optimizer_state
 from .results import environment
@@ -72,7 +72,7 @@ class TrainConfig:
     seed: int = 1  # seeds init, shuffling, dropout and random-k inside the call
     threads: int = 1  # torch threads during the run (1 = reproducible digits)
     train_limit: int | None = None  # use only the first N training images (quick runs)
-    weight_grad: str = "buffer"  # how meProp hands dW to the optimizer (see meprop.py); sparse + lazy_adam is fastest
+    weight_grad: str = "dense"  # how meProp hands dW to the optimizer: dense (through autograd, any optimizer) | sparse (SGD, lazy_*); a stored "buffer" reads as dense
     kernel: str = "torch"  # meProp backward: torch | fused (native C++, error if unavailable) | auto | native
     rows_every: int = 50  # measure rows really changed by the optimizer every N steps (0 = never)
     device: str = "cpu"  # "cpu" or "cuda"
@@ -117,6 +117,7 @@ class TrainConfig:
             bad("mode", ", ".join(MODES))
         if self.optimizer not in OPTIMIZERS:
             bad("optimizer", ", ".join(OPTIMIZERS))
+        self.weight_grad = stored_weight_grad(self.weight_grad)  # a stored "buffer" (removed) reads as "dense"
         if self.weight_grad not in WEIGHT_GRADS:
             bad("weight_grad", ", ".join(WEIGHT_GRADS))
         if self.kernel not in KERNELS:
@@ -142,7 +143,7 @@ class TrainConfig:
             bad("method", "dense, meprop, random, mesimp (meAct is implemented for the MNIST MLP only)")
         if self.weight_grad == "sparse" and self.optimizer not in ("sgd", "lazy_adam", "lazy_sgd"):
             bad("optimizer", "sgd, lazy_adam or lazy_sgd with weight_grad='sparse' (Adam and AdaGrad need a dense "
-                "gradient: use weight_grad='buffer')")
+                "gradient: use weight_grad='dense')")
         if self.weight_grad == "sparse" and self.grad_clip is not None:
             bad("grad_clip", "None with weight_grad='sparse' (element-wise clipping needs a dense gradient)")
         if self.task == "pos" and self.kernel != "torch":

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 from torch.nn.modules import module as _nn_module
 
-from ..meprop import MePropLinear, _fused
+from ..meprop import MePropLinear, _fused, autocast_dtype, refuse_distributed
 
 __all__ = ["INITS", "MNIST_FILES", "MLP", "init_weights", "MnistData", "accuracy", "data_root", "load_mnist", "read_idx"]
 
@@ -250,8 +250,8 @@ class MLP(nn.Module):
     def _native_call(self, x: torch.Tensor):
         """The cached arguments of ``meprop_mlp_native`` for this model's current state, or None when the
         whole-network node does not apply (see ``_whole_native``)."""
-        if x.dim() != 2 or not torch.is_grad_enabled():
-            return None
+        if x.dim() != 2 or not torch.is_grad_enabled() or autocast_dtype(x.device.type) is not None:
+            return None  # under autocast the layers cast around their own native calls
         key = self._native_key()
         cached = self.__dict__.get("_native_cache")
         if cached is not None and cached[0] == key:
@@ -305,6 +305,7 @@ class MLP(nn.Module):
         if optimizer is None:
             self.__dict__["_backward_opt"] = None
             return
+        refuse_distributed("step_in_backward")
         if not isinstance(optimizer, LazyAdam):
             raise TypeError(f"step_in_backward takes a mesimp_lib.lazy.LazyAdam, not {type(optimizer).__name__}")
         mine = [id(p) for p in self.parameters()]
@@ -325,6 +326,8 @@ class MLP(nn.Module):
                 raise ValueError(f"input has {x.shape[-1]} features in its last dimension; this model expects "
                                  f"in_features={call[0][0].shape[1]}")
             opt = self.__dict__.get("_backward_opt")
+            if opt is not None or call[5]:  # an in-backward step or row-sparse weight gradients
+                refuse_distributed("step_in_backward" if opt is not None else "weight_grad='sparse'")
             if opt is None:
                 hp = []
             else:  # read every step: a scheduler may have changed the learning rate
