@@ -520,3 +520,4 @@ def test_no_work_node_returns_no_gradient():
     assert y.shape == (3, 7) and not y.any() and y.requires_grad
     y.sum().backward()
     assert w.grad is None
+
