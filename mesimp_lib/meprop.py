@@ -615,9 +615,13 @@ def _check_native(mode: str, weight_grad: str) -> None:
                          f"(LazyAdam, LazySGD, SGD) or 'dense', not {weight_grad!r}")
 
 
-def stored_weight_grad(weight_grad):
-    """``weight_grad`` of a stored config: the removed "buffer" form computed the same gradient numbers as
-    "dense", so it is read as "dense" (and logged); anything else is returned as is."""
+def config_weight_grad(weight_grad, lazy: bool):
+    """``weight_grad`` of a training config: None = "sparse" with a lazy optimizer (which finds the rows to update
+    in the row-sparse gradient; a dense one would make it update every row) and "dense" otherwise; the removed
+    "buffer" form of a stored config computed the same gradient numbers as "dense", so it is read as "dense"
+    (and logged); anything else is returned as is (and validated by the caller)."""
+    if weight_grad is None:
+        return "sparse" if lazy else "dense"
     if weight_grad == "buffer":
         log.info("weight_grad='buffer' (removed) is read as 'dense', which computes the same gradients")
         return "dense"

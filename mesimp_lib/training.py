@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from .meprop import KERNELS, MODES, WEIGHT_GRADS, resolve_k, stored_weight_grad
+from .meprop import KERNELS, MODES, WEIGHT_GRADS, config_weight_grad, resolve_k
 from .meact import STATISTICS, MeAct
 from .mesimp import REALISATIONS, RECORDS, RESETS, Simplifier, authors_reset_now, cycle_phase, reset_optimizer_state
 from .results import environment
@@ -72,7 +72,7 @@ class TrainConfig:
     seed: int = 1  # seeds init, shuffling, dropout and random-k inside the call
     threads: int = 1  # torch threads during the run (1 = reproducible digits)
     train_limit: int | None = None  # use only the first N training images (quick runs)
-    weight_grad: str = "dense"  # how meProp hands dW to the optimizer: dense (through autograd, any optimizer) | sparse (SGD, lazy_*); a stored "buffer" reads as dense
+    weight_grad: str | None = None  # how meProp hands dW to the optimizer: dense (any optimizer) | sparse (SGD, lazy_*); None = sparse with a lazy optimizer, else dense; a stored "buffer" reads as dense
     kernel: str = "torch"  # meProp backward: torch | fused (native C++, error if unavailable) | auto | native
     rows_every: int = 50  # measure rows really changed by the optimizer every N steps (0 = never)
     device: str = "cpu"  # "cpu" or "cuda"
@@ -117,7 +117,7 @@ class TrainConfig:
             bad("mode", ", ".join(MODES))
         if self.optimizer not in OPTIMIZERS:
             bad("optimizer", ", ".join(OPTIMIZERS))
-        self.weight_grad = stored_weight_grad(self.weight_grad)  # a stored "buffer" (removed) reads as "dense"
+        self.weight_grad = config_weight_grad(self.weight_grad, self.lazy)  # None: by optimizer; "buffer": dense
         if self.weight_grad not in WEIGHT_GRADS:
             bad("weight_grad", ", ".join(WEIGHT_GRADS))
         if self.kernel not in KERNELS:

@@ -104,9 +104,16 @@ def test_lazy_sgd_equals_sgd(mode):
         torch.testing.assert_close(p, q)
 
 
+def test_lazy_optimizers_get_the_row_sparse_weight_gradient_by_default():
+    assert TrainConfig().weight_grad == "dense"
+    assert TrainConfig(optimizer="lazy_adam").weight_grad == TrainConfig(optimizer="lazy_sgd").weight_grad == "sparse"
+    assert TrainConfig(optimizer="lazy_adam", weight_grad="dense").weight_grad == "dense"  # asked for: every row
+    assert "--weight-grad sparse" in TrainConfig(method="meprop", k=20, optimizer="lazy_adam").to_cli()
+
+
 def test_trainer_lazy_adam_changes_only_rows_with_gradient():
     r = train(TrainConfig(method="meprop", mode="unified", k=2, hidden=64, epochs=1, train_limit=300,
-                          batch_size=10, rows_every=5, optimizer="lazy_adam", weight_grad="sparse"), progress=False)
+                          batch_size=10, rows_every=5, optimizer="lazy_adam"), progress=False)
     assert r["rows"]["changed"][0] <= r["rows"]["with_grad"][0] + 1e-9
     with pytest.raises(ValueError, match="lr=0"):
         LazyAdam([nn.Parameter(torch.zeros(2))], lr=0)
