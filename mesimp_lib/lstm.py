@@ -48,8 +48,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.autograd.function import once_differentiable
 
-from .meprop import (KERNELS, MODES, MePropStats, TopKWidth, _fused, autocast_dtype, fused_applies, heap_fillers,
-                     heap_selected, resolve_k)
+from .meprop import (KERNELS, MODES, MePropStats, TopKWidth, _fused, autocast_dtype, check_rescale, fused_applies,
+                     heap_fillers, heap_selected, resolve_k)
 from .mesimp import REALISATIONS, ActivityRecord, _check_rate, _slice_param
 
 __all__ = [
@@ -382,7 +382,7 @@ class MePropLSTM(TopKWidth, nn.Module):
         reverse: run every sentence from its last word to its first (the backward direction
             of a BiLSTM).
         bias: learn ``bias_ih`` and ``bias_hh``.
-        rescale: random mode: multiply kept entries by h/k.
+        rescale: random mode only (refused in the others): multiply kept entries by h/k.
         sparsify_bias: also sparsify the bias gradient (the originals keep it dense).
         count_zero_hits: count selected entries whose gradient is exactly 0 as hits.
         compact_threshold: the weight gradients use GEMMs over the union of selected rows
@@ -464,6 +464,7 @@ class MePropLSTM(TopKWidth, nn.Module):
         return self.track_stats or bool(self.records)
 
     def _plan(self) -> _Plan:
+        check_rescale(self.rescale, self.mode)
         return _Plan(self.k_effective, self.mode, self.rescale, self.sparsify_bias, self.count_zero_hits,
                      self.compact_threshold, fused_applies(self.kernel, self.k_effective, self.weight_hh))
 

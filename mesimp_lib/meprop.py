@@ -13,7 +13,8 @@ Selection modes
                  (the authors' PyTorch ``linearUnified``); backward becomes two small
                  dense products, which is where wall-clock speed comes from
     random       k distinct uniform indices per example, no rescaling unless
-                 ``rescale=True`` (then the kept entries are multiplied by out/k)
+                 ``rescale=True`` (then the kept entries are multiplied by out/k; the flag is
+                 refused in the other modes, where it has no meaning)
 
 Dense backward: ``k`` None, 0, or >= out (through the same code path).
 
@@ -568,6 +569,7 @@ def meprop_linear(
     composes with every autograd feature). Shapes as ``F.linear``."""
     _check_mode(mode)
     _check_weight_grad(weight_grad)
+    check_rescale(rescale, mode)
     if x.shape[-1] != weight.shape[1]:
         raise ValueError(f"input has {x.shape[-1]} features in its last dimension, the weight expects {weight.shape[1]}")
     if weight_grad == "sparse":
@@ -605,6 +607,14 @@ def refuse_distributed(what: str) -> None:
 def _check_mode(mode: str) -> None:
     if mode not in MODES:
         raise ValueError(f"mode={mode!r} is not a meProp mode; allowed: {', '.join(MODES)}")
+
+
+def check_rescale(rescale: bool, mode: str) -> None:
+    """``rescale`` means one thing everywhere: random-k's kept entries times width/k (an unbiased estimate of the
+    gradient). Top-k (per example or unified) is not an estimate, so the flag is refused there."""
+    if rescale and mode != "random":
+        raise ValueError(f"rescale=True applies to mode='random' only (the k random entries times width/k, an "
+                         f"unbiased estimate of the gradient), not to mode={mode!r}; use rescale=False")
 
 
 def _check_native(mode: str, weight_grad: str) -> None:
@@ -684,7 +694,7 @@ class MePropLinear(TopKWidth, nn.Module):
         k: None or 0 = dense backward; an int count (>= out is dense); a float in (0, 1]
             = share of the width.
         mode: "per_example" | "unified" | "random".
-        rescale: random mode only: multiply the kept entries by out/k.
+        rescale: random mode only (refused in the others): multiply the kept entries by out/k.
         sparsify_bias: also sparsify the bias gradient (the originals keep it dense).
         weight_grad: "dense" (default) | "sparse" (see the module docstring; both through autograd).
         count_zero_hits: count selected entries whose gradient is exactly 0 in ``stats``
@@ -767,7 +777,8 @@ class MePropLinear(TopKWidth, nn.Module):
         return self.weight.shape[0]
 
     def _plan(self) -> _Plan:
-        _check_weight_grad(self.weight_grad)  # an attribute set after construction too
+        _check_weight_grad(self.weight_grad)  # attributes set after construction too
+        check_rescale(self.rescale, self.mode)
         return _Plan(
             self.k_effective,
             self.mode,
@@ -815,6 +826,7 @@ class MePropLinear(TopKWidth, nn.Module):
         """(k, mode code, scale, counts, acc, last) for the native functions; checks that this layer can run
         natively."""
         _check_native(self.mode, self.weight_grad)
+        check_rescale(self.rescale, self.mode)
         w = self.weight
         if w.device.type != "cpu" or w.dtype not in (torch.float32, torch.float64):
             raise ValueError(f"kernel='native' needs a CPU float32/float64 layer, not {w.device.type} {w.dtype}")
@@ -830,7 +842,7 @@ class MePropLinear(TopKWidth, nn.Module):
             counts, acc, last = stats.counts, stats._native, stats._native_last
         else:
             counts = acc = last = _NO_ROWS
-        scale = out / k if self.rescale and k else 1.0  # as the other paths (unified ignores it, as they do)
+        scale = out / k if self.rescale and k else 1.0  # random mode only (check_rescale)
         return k, _NATIVE_MODE_CODES[self.mode], scale, counts, acc, last
 
     def _native_forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -166,6 +166,30 @@ def test_random_mode_uses_k_distinct_indices_and_no_rescale():
     assert not torch.equal(layer.stats.last_indices.sort(1).values, idx.sort(1).values)
 
 
+@pytest.mark.parametrize("mode", ["per_example", "unified"])
+@pytest.mark.parametrize("kernel", ["torch", "fused", "native"])
+def test_rescale_is_refused_outside_random_mode(mode, kernel):
+    """rescale means one thing: random-k's entries times width/k; top-k modes refuse it (every kernel, the LSTM,
+    the functional form), also when set after construction."""
+    from mesimp_lib.lstm import MePropLSTM
+
+    if kernel != "torch" and fused_kernels() is None:
+        pytest.skip("native kernels unavailable")
+    x = torch.randn(2, 4, requires_grad=True)
+    with pytest.raises(ValueError, match=f"rescale=True applies to mode='random' only.*mode='{mode}'"):
+        MePropLinear(4, 6, 2, mode, rescale=True, kernel=kernel)(x)
+    layer = MePropLinear(4, 6, 2, "random", rescale=True, kernel=kernel)
+    layer(x).sum().backward()  # random: fine
+    layer.mode = mode
+    with pytest.raises(ValueError, match="rescale=True applies to mode='random' only"):
+        layer(x)
+    if kernel != "native":
+        with pytest.raises(ValueError, match="rescale=True applies to mode='random' only"):
+            MePropLSTM(4, 3, 1, mode, rescale=True, kernel=kernel)(x.reshape(1, 2, 4))
+    with pytest.raises(ValueError, match="rescale=True applies to mode='random' only"):
+        meprop_linear(x, torch.randn(6, 4), None, 2, mode, rescale=True)
+
+
 def test_random_rescale():
     torch.manual_seed(4)
     layer = MePropLinear(5, 12, k=3, mode="random", rescale=True).double()
