@@ -353,8 +353,137 @@ class LayerHooks:
 # --------------------------------------------------------------------------- autograd
 
 
+@dataclass
+class _Grads:
+    """What one backward of the table computed. ``vals`` are the rows ``rows`` of dW (all rows if ``rows`` is
+    None); ``grad_w`` a finished weight gradient a kernel wrote itself; ``idx`` the selection for the record
+    and the observers; ``counted``: the kernel already added the record's counts."""
+
+    grad_x: torch.Tensor | None = None
+    grad_b: torch.Tensor | None = None
+    vals: torch.Tensor | None = None
+    rows: torch.Tensor | None = None
+    grad_w: torch.Tensor | None = None
+    idx: object = None
+    touched: int = 0
+    computed: int = 0
+    counted: bool = False
+
+
+def _bias_sum(g, plan: _Plan, idx: torch.Tensor) -> torch.Tensor:
+    """db: every column of g, or (sparsify_bias) the selected columns ``idx`` only (unified)."""
+    if not plan.sparsify_bias:
+        return g.sum(0)
+    return g.new_zeros(g.shape[1]).index_copy_(0, idx, g.index_select(1, idx).sum(0))
+
+
+def _dense_torch(g, x, weight, plan, need, stats) -> _Grads:
+    """k None: the ordinary dense backward."""
+    need_x, need_w, need_b = need
+    out = g.shape[1]
+    return _Grads(g @ weight if need_x else None, g.sum(0) if need_b else None, g.t() @ x if need_w else None,
+                  touched=out, computed=out)
+
+
+def _dense_native(g, x, weight, plan, need, stats) -> _Grads:
+    """k None, a narrow layer: native loops at a small batch (C++'s rule)."""
+    grad_x, vals, grad_b = _fused().dense_backward(g, x, weight, *need)
+    out = g.shape[1]
+    return _Grads(grad_x, grad_b, vals if need[1] else None, touched=out, computed=out)
+
+
+def _unified_torch(g, x, weight, plan, need, stats) -> _Grads:
+    """One top-k set for the batch: two small dense products over the selected columns."""
+    need_x, need_w, need_b = need
+    idx = select_unified(g, plan.k)  # (k,)
+    gk = g.index_select(1, idx)  # (N, k)
+    return _Grads(gk @ weight.index_select(0, idx) if need_x else None, _bias_sum(g, plan, idx) if need_b else None,
+                  gk.t() @ x if need_w else None, idx, idx=idx, touched=plan.k, computed=plan.k)
+
+
+def _unified_native(g, x, weight, plan, need, stats) -> _Grads:
+    """Unified in one native call (column sums, top-k and both products over the selected rows of W)."""
+    need_x, need_w, need_b = need
+    grad_x, idx, vals = _fused().unified_backward(g, x, weight, plan.k, need_x, need_w)
+    return _Grads(grad_x if need_x else None, _bias_sum(g, plan, idx) if need_b else None, vals if need_w else None,
+                  idx, idx=idx, touched=plan.k, computed=plan.k)
+
+
+def _topk_torch(g, x, weight, plan, need, stats) -> _Grads:
+    """Per example / random: products over the union of the selected columns when it is at most
+    ``compact_threshold`` of the width, else over the masked gradient."""
+    need_x, need_w, need_b = need
+    n, out = g.shape
+    idx = select_per_example(g, plan.k) if plan.mode == "per_example" else select_random(g, plan.k)
+    kept = g.gather(1, idx)  # (N, k) the kept gradient entries
+    if plan.rescale:
+        kept = kept * (out / plan.k)
+    union, pos = torch.unique(idx, return_inverse=True)  # rows of W that get a gradient
+    r = _Grads(idx=(idx, kept), touched=union.numel(), computed=union.numel())
+    masked = r.touched > plan.compact_threshold * out
+    if not masked:  # compaction: only the union's columns
+        gs, w_rows = g.new_zeros(n, r.touched).scatter_(1, pos, kept), weight.index_select(0, union)  # (N, |U|)
+    else:  # masked dense products
+        gs, w_rows, r.computed = g.new_zeros(n, out).scatter_(1, idx, kept), weight, out  # (N, out)
+    if need_x:
+        r.grad_x = gs @ w_rows
+    if need_w:
+        r.vals, r.rows = gs.t() @ x, (None if masked else union)
+        if masked and plan.weight_grad == "sparse":  # the selected rows only, as the compact path and the kernels
+            r.vals, r.rows = r.vals.index_select(0, union), union
+    if need_b and plan.sparsify_bias:
+        r.grad_b = gs.sum(0) if masked else g.new_zeros(out).index_add_(0, union, gs.sum(0))
+    elif need_b:
+        r.grad_b = g.sum(0)
+    return r
+
+
+def _topk_native(g, x, weight, plan, need, stats) -> _Grads:
+    """Per example / random in one native pass: selection (top-k of every row in the kernel; random indices are
+    drawn here), dx, db, the record and dW, B*k*in multiply-adds each for dx and dW, no (N, out) mask."""
+    need_x, need_w, need_b = need
+    out = g.shape[1]
+    given = _NO_ROWS if plan.mode == "per_example" else select_random(g, plan.k)
+    scale = out / plan.k if plan.rescale else 1.0
+    # the dense form: the kernel accumulates the rows straight into a zeroed [out, in] gradient
+    dense_w = need_w and plan.weight_grad == "dense"
+    target = torch.zeros_like(weight, memory_format=torch.contiguous_format) if dense_w else _NO_ROWS
+    counts = stats.counts if stats is not None else _NO_ROWS
+    grad_x, grad_b, sel, kept, rows, vals = _fused().topk_backward(
+        g, x.contiguous(), weight.contiguous(), plan.k, given, scale, need_x, need_b, plan.sparsify_bias,
+        target, need_w and not dense_w, counts, plan.count_zero_hits)
+    return _Grads(grad_x if need_x else None, grad_b if need_b else None,
+                  vals if need_w and not dense_w else None, rows, target if dense_w else None, (sel, kept),
+                  rows.numel(), plan.k, counted=True)
+
+
+# the backward of each (selection, native kernels?) pair; "dense" = k None
+_BACKWARDS = {
+    ("dense", False): _dense_torch,
+    ("dense", True): _dense_native,
+    ("unified", False): _unified_torch,
+    ("unified", True): _unified_native,
+    ("per_example", False): _topk_torch,
+    ("per_example", True): _topk_native,
+    ("random", False): _topk_torch,
+    ("random", True): _topk_native,
+}
+
+
+def _weight_grad(r: _Grads, plan: _Plan, weight: torch.Tensor) -> torch.Tensor | None:
+    """The weight gradient in the plan's form: dense ``[out, in]`` or row-sparse (exactly the rows computed)."""
+    if r.grad_w is not None or r.vals is None:
+        return r.grad_w
+    if plan.weight_grad == "dense":
+        return r.vals if r.rows is None else r.vals.new_zeros(weight.shape).index_copy_(0, r.rows, r.vals)
+    rows = r.rows if r.rows is not None else torch.arange(weight.shape[0], device=r.vals.device)
+    # rows are unique (a top-k set or a union): coalesced by construction
+    return torch.sparse_coo_tensor(rows.unsqueeze(0), r.vals, weight.shape, check_invariants=False, is_coalesced=True)
+
+
 class MePropLinearFunction(torch.autograd.Function):
-    """``y = x W^T + b`` with a top-k sparsified backward. x is (N, in)."""
+    """``y = x W^T + b`` with a top-k sparsified backward (one function of ``_BACKWARDS`` per selection and
+    kernel). x is (N, in)."""
 
     @staticmethod
     def forward(ctx, x, weight, bias, plan: _Plan, stats, hooks=None):
@@ -367,115 +496,19 @@ class MePropLinearFunction(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, g):
         x, weight = ctx.saved_tensors
-        plan, stats = ctx.plan, ctx.stats
-        need_x, need_w, need_b = ctx.needs_input_grad[:3]
-        wants_w = need_w  # for the stats (a fused kernel writes dW itself)
-        n, out = g.shape
-        in_f = x.shape[1]
-        grad_x = grad_w = grad_b = None
-        rows = None  # rows of dW written; None = all
+        plan, stats, hooks = ctx.plan, ctx.stats, ctx.hooks
+        need = tuple(ctx.needs_input_grad[:3])
         g = g.contiguous()
-        hooks = ctx.hooks
         if hooks is not None and hooks.grad_mask is not None:
             g = g * hooks.grad_mask  # removed units (meSimp mask realisation) get no gradient
-
-        if plan.k is None and plan.fused:  # ------- dense, narrow: native loops at a small batch (C++'s rule)
-            grad_x, vals, grad_b = _fused().dense_backward(g, x, weight, need_x, need_w, need_b)
-            touched = computed = out
-            idx = None
-        elif plan.k is None:  # -------------------------------------------- dense
-            if need_x:
-                grad_x = g @ weight  # (N, in)
-            if need_w:
-                vals = g.t() @ x  # (out, in)
-            if need_b:
-                grad_b = g.sum(0)
-            touched = computed = out
-            idx = None
-        elif plan.mode == "unified" and plan.fused:  # ------------------- unified, one native call
-            grad_x, idx, vals = _fused().unified_backward(g, x, weight, plan.k, need_x, need_w)
-            grad_x = grad_x if need_x else None
-            rows = idx
-            if need_b:
-                grad_b = g.sum(0) if not plan.sparsify_bias else g.new_zeros(out).index_copy_(0, idx, g[:, idx].sum(0))
-            touched = computed = plan.k
-        elif plan.mode == "unified":  # ----------------------------------- unified
-            idx = select_unified(g, plan.k)  # (k,)
-            gk = g.index_select(1, idx)  # (N, k)
-            if need_x:
-                grad_x = gk @ weight.index_select(0, idx)  # (N, in)
-            if need_w:
-                vals, rows = gk.t() @ x, idx  # (k, in)
-            if need_b:
-                grad_b = g.sum(0) if not plan.sparsify_bias else g.new_zeros(out).index_copy_(0, idx, gk.sum(0))
-            touched = computed = plan.k
-        elif plan.fused:  # ------------------------ per example / random, one native pass
-            # selection (top-k of every row, in the kernel; random indices are drawn here), dx, db, the
-            # record and dW in one call: B*k*in multiply-adds each for dx and dW, no (N, out) mask
-            given = _NO_ROWS if plan.mode == "per_example" else select_random(g, plan.k)
-            scale = out / plan.k if plan.rescale else 1.0
-            # the dense form: the kernel accumulates the rows straight into a zeroed [out, in] gradient
-            dense_w = need_w and plan.weight_grad == "dense"
-            target = torch.zeros_like(weight, memory_format=torch.contiguous_format) if dense_w else _NO_ROWS
-            counts = stats.counts if stats is not None else _NO_ROWS
-            grad_x, grad_b, sel, kept, rows, vals = _fused().topk_backward(
-                g, x.contiguous(), weight.contiguous(), plan.k, given, scale, need_x, need_b, plan.sparsify_bias,
-                target, need_w and not dense_w, counts, plan.count_zero_hits)
-            grad_x = grad_x if need_x else None
-            grad_b = grad_b if need_b else None
-            if dense_w:
-                grad_w, need_w = target, False  # already written
-            touched, computed = rows.numel(), plan.k
-            idx = (sel, kept)
-            if stats is not None:  # the kernel added the counts
-                _record(stats, g, idx, plan, n, out, in_f, touched, computed, need_x, wants_w, counted=True)
-                stats = None
-        else:  # ----------------------------------------------------- per example / random
-            idx = select_per_example(g, plan.k) if plan.mode == "per_example" else select_random(g, plan.k)
-            kept = g.gather(1, idx)  # (N, k) the kept gradient entries
-            if plan.rescale:
-                kept = kept * (out / plan.k)
-            union, pos = torch.unique(idx, return_inverse=True)  # rows of W that get a gradient
-            touched = computed = union.numel()
-            if touched <= plan.compact_threshold * out:  # compaction: only the union's columns
-                gu = g.new_zeros(n, touched).scatter_(1, pos, kept)  # (N, |U|)
-                if need_x:
-                    grad_x = gu @ weight.index_select(0, union)  # (N, in)
-                if need_w:
-                    vals, rows = gu.t() @ x, union  # (|U|, in)
-                if need_b and plan.sparsify_bias:
-                    grad_b = g.new_zeros(out).index_add_(0, union, gu.sum(0))
-            else:  # masked dense products
-                gm = g.new_zeros(n, out).scatter_(1, idx, kept)  # (N, out)
-                if need_x:
-                    grad_x = gm @ weight
-                if need_w:
-                    vals = gm.t() @ x
-                    if plan.weight_grad == "sparse":  # the selected rows only, as the compact path and the kernels
-                        vals, rows = vals.index_select(0, union), union
-                if need_b and plan.sparsify_bias:
-                    grad_b = gm.sum(0)
-                computed = out
-            if need_b and not plan.sparsify_bias:
-                grad_b = g.sum(0)
-            idx = (idx, kept)
-
-        if need_w:
-            if plan.weight_grad == "dense":
-                grad_w = vals if rows is None else vals.new_zeros(weight.shape).index_copy_(0, rows, vals)
-            elif plan.weight_grad == "sparse":
-                if rows is None:
-                    rows = torch.arange(out, device=vals.device)
-                # rows are unique (a top-k set or a union): coalesced by construction
-                grad_w = torch.sparse_coo_tensor(rows.unsqueeze(0), vals, weight.shape, check_invariants=False,
-                                                 is_coalesced=True)
-
+        r = _BACKWARDS["dense" if plan.k is None else plan.mode, plan.fused](g, x, weight, plan, need, stats)
         if stats is not None:
-            _record(stats, g, idx, plan, n, out, in_f, touched, computed, need_x, wants_w)
+            _record(stats, g, r.idx, plan, g.shape[0], g.shape[1], x.shape[1], r.touched, r.computed, need[0],
+                    need[1], counted=r.counted)
         if hooks is not None:
             for observer in hooks.observers:
-                observer.observe(g, idx, plan)
-        return grad_x, grad_w, grad_b, None, None, None
+                observer.observe(g, r.idx, plan)
+        return r.grad_x, _weight_grad(r, plan, weight), r.grad_b, None, None, None
 
 
 def _fused():

@@ -199,10 +199,11 @@ def test_random_rescale():
     torch.testing.assert_close(gx, rx)
 
 
+@pytest.mark.parametrize("compact", [0.0, 1.0])  # per example: masked products, or the union's columns
 @pytest.mark.parametrize("mode", ["per_example", "unified"])
-def test_sparsify_bias(mode):
+def test_sparsify_bias(mode, compact):
     torch.manual_seed(5)
-    layer = MePropLinear(5, 9, k=3, mode=mode, sparsify_bias=True).double()
+    layer = MePropLinear(5, 9, k=3, mode=mode, sparsify_bias=True, compact_threshold=compact).double()
     x, g = torch.randn(4, 5, dtype=torch.float64), torch.randn(4, 9, dtype=torch.float64)
     _, _, gb = run_layer(layer, x, g)
     _, _, gk = masked_reference(x, layer.weight.detach(), g, 3, mode)
