@@ -60,6 +60,7 @@ def test_stale_build_lock_of_a_dead_process_is_taken_over(tmp_path):
     (tmp_path / "lock").write_text("")  # torch's own lock, left by the same killed build
     lock = acquire_lock(tmp_path, wait_s=5.0)
     assert lock.read_text() == str(os.getpid()) and not (tmp_path / "lock").exists()
+    assert acquire_lock(tmp_path, wait_s=5.0) == lock  # our own pid in a lock: left by an earlier process
 
 
 def test_build_lock_held_by_a_live_process_falls_back_to_pytorch_with_a_message(tmp_path, monkeypatch, caplog):

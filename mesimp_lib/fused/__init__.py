@@ -127,6 +127,8 @@ def check_built(folder: Path, name: str) -> bool:
 
 
 def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():  # a lock with our own pid was left by an earlier process (pid reused): this process
+        return False  # builds under the module's thread lock, never twice at once
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
