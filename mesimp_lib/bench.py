@@ -6,8 +6,9 @@ same run (meProp's input gradient against a masked dense reference). Backward al
 timed with ``torch.autograd.grad`` on a graph built once (``retain_graph=True``).
 
 Dense = PyTorch's own ``F.linear`` autograd (the strongest baseline). meProp = a
-``MePropLinear`` as users get it (stats on, ``weight_grad="buffer"``: the weight gradient is
-written into the layer's persistent buffer, the few rows of the previous step re-zeroed).
+``MePropLinear`` as users get it (stats on, the default ``weight_grad="dense"``: a dense weight gradient
+returned through autograd, zero outside the selected rows), or with ``weight_grad="sparse"`` (the selected
+rows only, for SGD and the lazy optimizers).
 """
 
 from __future__ import annotations
@@ -78,9 +79,9 @@ def _abba(dense_fn, sparse_fn, min_rounds: int, scale: float = 1.0, block_s: flo
 
 
 def bench_layer(batch: int, n: int, k: int, mode: str = "unified", threads: int = 1, scale: float = 1.0, seed: int = 0,
-                weight_grad: str = "buffer", kernel: str = "torch") -> dict:
-    """One square layer (n -> n): dense backward vs meProp backward (``weight_grad``: the dense row-re-zeroed
-    buffer any optimizer takes, or "sparse", the row-sparse gradient of the selected rows; ``kernel``: "torch"
+                weight_grad: str = "dense", kernel: str = "torch") -> dict:
+    """One square layer (n -> n): dense backward vs meProp backward (``weight_grad``: "dense", the gradient any
+    optimizer takes, or "sparse", the row-sparse gradient of the selected rows; ``kernel``: "torch"
     = the pure-PyTorch backward, "fused" = the native kernels)."""
     torch.set_num_threads(threads)
     gen = torch.Generator().manual_seed(seed)
@@ -95,8 +96,7 @@ def bench_layer(batch: int, n: int, k: int, mode: str = "unified", threads: int 
         torch.autograd.grad(y_dense, (x, w_dense), g, retain_graph=True)
 
     def sparse():
-        layer.weight.grad = None  # as optimizer.zero_grad() does each step
-        torch.autograd.grad(y_sparse, (x,), g, retain_graph=True)  # dW goes to the buffer
+        torch.autograd.grad(y_sparse, (x, layer.weight), g, retain_graph=True)
 
     ratio, td, ts, rounds = _abba(dense, sparse, 7, scale)
     vs_masked = None
@@ -106,25 +106,20 @@ def bench_layer(batch: int, n: int, k: int, mode: str = "unified", threads: int 
         y_masked = masked(x)
 
         def masked_fn():
-            masked.weight.grad = None
-            torch.autograd.grad(y_masked, (x,), g, retain_graph=True)
+            torch.autograd.grad(y_masked, (x, masked.weight), g, retain_graph=True)
 
         vs_masked, _, _, _ = _abba(masked_fn, sparse, 7, scale)
 
     # correctness in the same run: input and weight gradients vs a masked dense reference
-    layer.weight.grad = None
-    if weight_grad == "sparse":  # the row-sparse gradient comes back through autograd
-        gx, gw = torch.autograd.grad(y_sparse, (x, layer.weight), g, retain_graph=True)
-        layer.weight.grad = gw.to_dense()
-    else:
-        (gx,) = torch.autograd.grad(y_sparse, (x,), g, retain_graph=True)
+    gx, gw = torch.autograd.grad(y_sparse, (x, layer.weight), g, retain_graph=True)
+    gw = gw.to_dense() if gw.is_sparse else gw
     if mode == "unified":
         mask = torch.zeros_like(g).index_fill_(1, select_unified(g, k), 1.0)
     else:
         mask = torch.zeros_like(g).scatter_(1, select_per_example(g, k), 1.0)
     gk = g * mask
     ok = torch.allclose(gx, gk @ layer.weight.detach(), rtol=1e-4, atol=1e-4) and torch.allclose(
-        layer.weight.grad, gk.t() @ x.detach(), rtol=1e-4, atol=1e-4
+        gw, gk.t() @ x.detach(), rtol=1e-4, atol=1e-4
     )
     return {
         "batch": batch, "n": n, "k": k, "k_frac": k / n, "mode": mode, "threads": threads, "weight_grad": weight_grad,
@@ -137,8 +132,7 @@ def _two_backwards(out_d, params_d, out_o, params_o, y, scale: float, clear_othe
     """Dense against another model of the same outputs, interleaved A-B-B-A, measured twice: ``loss.backward()``
     of the cross-entropy (a training step's backward, gradients accumulated into ``.grad``), and the model
     backward from the output gradient, ``torch.autograd.grad(out, params, g)`` on a graph built once, as
-    PERFORMANCE.md prescribes for layers (no loss nodes, no accumulation into ``.grad``; a "buffer" weight
-    gradient is still written into weight.grad by its layer, as in training). ``clear_other``: set the other
+    PERFORMANCE.md prescribes for layers (no loss nodes, no accumulation into ``.grad``). ``clear_other``: set the other
     model's ``.grad`` to None before each call (a model that writes gradients). Returns (ratio, dense s, other s,
     rounds) of the first and (ratio, dense s, other s) of the second."""
     loss_d, loss_o = F.cross_entropy(out_d, y), F.cross_entropy(out_o, y)
@@ -171,7 +165,7 @@ def _two_backwards(out_d, params_d, out_o, params_o, y, scale: float, clear_othe
 
 
 def bench_mlp(batch: int, k: int, mode: str, threads: int = 1, scale: float = 1.0, seed: int = 0,
-              kernel: str = "torch", weight_grad: str = "buffer") -> dict:
+              kernel: str = "torch", weight_grad: str = "dense") -> dict:
     """The paper's MNIST MLP 784-500-500-10: whole-model backward, dense vs meProp."""
     from .tasks.mnist import MLP
 
@@ -191,6 +185,27 @@ def bench_mlp(batch: int, k: int, mode: str, threads: int = 1, scale: float = 1.
         "limit_backward": _mlp_backward_limit(k), "kernel": kernel, "weight_grad": weight_grad,
         "rounds": rounds, "correct": True, "shape": "784-500-500-10 (whole backward)",
     }
+
+
+_LAYER_DW = {"sparse": " (sparse dW)", "buffer": " (buffer dW, removed form)"}
+
+
+def _removed_buffer_note(res: dict) -> list[str]:
+    """A line for stored results measured with the removed "buffer" weight gradient, if any."""
+    rows = [*res.get("layer", []), *res.get("mlp", [])]
+    if not any(r.get("weight_grad", "buffer") == "buffer" for r in rows):
+        return []
+    return ["- **measured before the `buffer` weight gradient was removed**: rows labelled `buffer` wrote the "
+            "gradient into a persistent row-re-zeroed buffer (a side effect of backward, wrong under DDP, "
+            "`autograd.grad` and `functional_call`); the default is now `dense` (the same gradient numbers, "
+            "returned through autograd in a zero-filled `[out, in]` tensor), whose time these rows do not "
+            "show until `make bench` is re-run."]
+
+
+def _weight_grad_label(row: dict) -> str:
+    """A stored row's weight gradient; rows measured before the "buffer" form was removed say so."""
+    wg = row.get("weight_grad", "buffer")
+    return "buffer (removed form)" if wg == "buffer" else wg
 
 
 class _NoWork(torch.autograd.Function):
@@ -238,9 +253,9 @@ STEP_BLOCK_S = 0.02  # whole-step timing blocks: ~10 steps of one variant in a r
 STEP_VARIANTS = {
     # name: (meProp?, kernel, weight_grad, optimizer) - the optimizer is "adam" (torch.optim.Adam, fused=True,
     # the paper's unmodified optimizer) or "lazy_adam" (mesimp_lib.lazy.LazyAdam: NOT the paper's optimizer)
-    "dense + Adam": (False, "torch", "buffer", "adam"),
-    "meProp + Adam": (True, "torch", "buffer", "adam"),
-    "meProp fused + Adam": (True, "fused", "buffer", "adam"),
+    "dense + Adam": (False, "torch", "dense", "adam"),
+    "meProp + Adam": (True, "torch", "dense", "adam"),
+    "meProp fused + Adam": (True, "fused", "dense", "adam"),
     "meProp fused + lazy Adam": (True, "fused", "sparse", "lazy_adam"),
     # the layer as a C++ autograd function (MePropLinear(kernel="native"))
     "meProp native + lazy Adam": (True, "native", "sparse", "lazy_adam"),
@@ -391,9 +406,9 @@ def run_benchmark(quick: bool = False, scale: float = 1.0, progress=print) -> di
 
         kernel_status = status()
         fused_ok = kernel_status.startswith("fused")
-        # the row-sparse weight gradient (SGD / the lazy optimizers) skips the dense buffer's two passes; the
-        # fused native kernel (kernel="fused") with either weight gradient
-        layer_variants = [("torch", "sparse")] + ([("fused", "buffer"), ("fused", "sparse")] if fused_ok else [])
+        # the row-sparse weight gradient (SGD / the lazy optimizers) skips the dense gradient's zero-filled
+        # [out, in] tensor; the fused native kernel (kernel="fused") with either weight gradient
+        layer_variants = [("torch", "sparse")] + ([("fused", "dense"), ("fused", "sparse")] if fused_ok else [])
         for b, n in ((32, 2048), (32, 8192)) if not quick else ((32, 2048),):
             for kernel, wg in layer_variants:
                 row = bench_layer(b, n, max(1, round(0.01 * n)), "unified", 1, scale, weight_grad=wg, kernel=kernel)
@@ -409,7 +424,7 @@ def run_benchmark(quick: bool = False, scale: float = 1.0, progress=print) -> di
             row = bench_layer(b, n, max(1, round(f * n)), "per_example", 1, scale)
             layer_rows.append(row)
             progress(_line(row))
-        variants = [("torch", "buffer")] + ([("fused", "buffer"), ("fused", "sparse"), ("native", "sparse")]
+        variants = [("torch", "dense")] + ([("fused", "dense"), ("fused", "sparse"), ("native", "sparse")]
                                             if fused_ok else [])
         for b in (10,) if quick else (10, 50):
             for mode in ("per_example", "unified"):
@@ -494,10 +509,11 @@ def to_markdown(res: dict) -> str:
         "- method: one process, dense and meProp interleaved A-B-B-A, ratio per round, median over rounds, "
         "3 warm-up calls; backward alone via `torch.autograd.grad` on a graph built once; "
         "correctness (input and weight gradient vs a masked dense reference) checked in the same run.",
-        "- dense = PyTorch's `F.linear` autograd; meProp = `MePropLinear` (stats on, weight gradient in its "
-        "row-re-zeroed buffer, which any optimizer takes; rows marked *sparse dW* return the row-sparse gradient "
-        "of the selected rows instead, which SGD and the lazy optimizers take). `limit n/k` is the FLOP limit of "
+        "- dense = PyTorch's `F.linear` autograd; meProp = `MePropLinear` (stats on, the default dense weight "
+        "gradient through autograd, which any optimizer takes; rows marked *sparse dW* return the row-sparse "
+        "gradient of the selected rows instead, which SGD and the lazy optimizers take). `limit n/k` is the FLOP limit of "
         "the two backward products.",
+        *_removed_buffer_note(res),
         "",
         "## One square layer (n -> n)",
         "",
@@ -508,7 +524,7 @@ def to_markdown(res: dict) -> str:
     for r in res["layer"]:
         vm = r.get("speedup_vs_masked")
         out.append(
-            f"| {r['mode']}{' (sparse dW)' if r.get('weight_grad') == 'sparse' else ''} | {r.get('kernel', 'torch')} | "
+            f"| {r['mode']}{_LAYER_DW.get(r.get('weight_grad'), '')} | {r.get('kernel', 'torch')} | "
             f"{r['threads']} | "
             f"{r['batch']} | {r['n']} | {r['k']} | {100 * r['k_frac']:.0f}% | "
             f"{r['dense_ms']:.3f} | {r['meprop_ms']:.3f} | **{r['speedup']:.2f}x** | {r['limit']:.0f} | "
@@ -530,16 +546,15 @@ def to_markdown(res: dict) -> str:
         "Kernel `torch` = the pure-PyTorch backward, `fused` = the native C++ kernels of `mesimp_lib.fused` "
         "called from the Python autograd function, `native` = every layer `MePropLinear(kernel=\"native\")`, "
         "which the MLP runs as ONE C++ autograd node (forward and the whole backward, no Python in either) "
-        f"(status in this run: {env.get('meprop_kernels', 'not recorded')}); weight gradient `buffer` = the "
-        "row-re-zeroed dense buffer any optimizer takes, `sparse` = a row-sparse gradient of the selected rows "
+        f"(status in this run: {env.get('meprop_kernels', 'not recorded')}); weight gradient `dense` = the "
+        "default dense gradient through autograd, which any optimizer takes, `sparse` = a row-sparse gradient of the selected rows "
         "(for SGD / the lazy optimizers). The limit is the ratio of multiply-adds of the whole backward "
         "(the first layer needs no dx; the dense output layer counts in both).",
         "",
         "Two measurements, each dense against meProp interleaved A-B-B-A: **`loss.backward()`** = a training "
         "step's backward (cross-entropy's nodes, the model, the gradients accumulated into `.grad`); "
         "**model backward** = `torch.autograd.grad(out, params, g)` from the output gradient on a graph built "
-        "once, the model's layers alone (no loss nodes, no accumulation into `.grad`; the `buffer` form still "
-        "writes its rows there), as `PERFORMANCE.md` prescribes for "
+        "once, the model's layers alone (no loss nodes, no accumulation into `.grad`), as `PERFORMANCE.md` prescribes for "
         "layers. The paper timed the linear parts alone, closest to the second.",
         "",
         "| mode | kernel | weight grad | batch | k | dense ms | meProp ms | speedup, `loss.backward()` | "
@@ -549,7 +564,7 @@ def to_markdown(res: dict) -> str:
     for r in res["mlp"]:
         gcols = _grad_cols(r, "grad_meprop_ms")
         out.append(
-            f"| {r['mode']} | {r.get('kernel', 'torch')} | {r.get('weight_grad', 'buffer')} | {r['batch']} | "
+            f"| {r['mode']} | {r.get('kernel', 'torch')} | {_weight_grad_label(r)} | {r['batch']} | "
             f"{r['k']} | {r['dense_ms']:.3f} | {r['meprop_ms']:.3f} | **{r['speedup']:.2f}x** | {gcols} | "
             f"{r.get('limit_backward', _mlp_backward_limit(r['k'])):.1f} | {r['limit']:.0f} |"
         )

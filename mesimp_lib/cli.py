@@ -15,7 +15,8 @@ from .children import die_with_parent
 from .meact import STATISTICS
 from .meprop import KERNELS, MODES, WEIGHT_GRADS
 from .mesimp import REALISATIONS, RECORDS, RESETS
-from .training import ACTIVATIONS, METHODS, OPTIMIZERS, TAGSETS, TASKS, TrainConfig
+from .tasks.mnist import INITS
+from .training import ACTIVATIONS, LOSS_REDUCTIONS, METHODS, OPTIMIZERS, TAGSETS, TASKS, TrainConfig
 from .validate import SEED_MAX, check_device, check_float, check_int
 
 HELP = {
@@ -37,11 +38,19 @@ HELP = {
     "batch_size": "mini-batch size (paper C#: 10, authors' PyTorch: 50)",
     "evals_per_epoch": "dev/test evaluations per epoch",
     "grad_clip": "element-wise gradient clip value (none = off)",
+    "init": "weights: default (nn.Linear), csharp (authors' C#: W ~ N(0, sqrt(6/(fan_in+fan_out))), bias 0) or "
+            "pytorch_old (authors' old PyTorch: W, b ~ U(+-1/sqrt(fan_out)))",
+    "loss_reduction": "mean, or sum (gradient summed over the mini-batch as the authors' C#; so --grad-clip acts on "
+                      "the summed gradient; the reported loss stays a mean)",
+    "authors": "the authors' C# configuration: --init csharp --loss-reduction sum --grad-clip 5 --optimizer adam "
+               "--lr 0.001 --evals-per-epoch 8, and for mesimp --batch-size 100 --k 160 --prune-rate 0.1 "
+               "--cycle-epochs 5 --prunes-per-epoch 8 --reset authors --count-zero-hits; a flag given with another "
+               "value than its plain default wins",
     "seed": "random seed (init, shuffling, dropout, random-k)",
     "threads": "torch threads (1 = reproducible digits)",
     "train_limit": "use only the first N training images (quick runs)",
-    "weight_grad": "how meProp hands dW to the optimizer: buffer (fast, any optimizer), dense, sparse "
-                   "(row-sparse; sgd / lazy_adam / lazy_sgd only; fastest with lazy_adam)",
+    "weight_grad": "how meProp hands dW to the optimizer, always through autograd: dense (default, any optimizer), "
+                   "sparse (row-sparse; sgd / lazy_adam / lazy_sgd only; fastest with lazy_adam; not under DDP)",
     "kernel": "meProp backward: torch (pure PyTorch), fused (native C++ kernels, built on first use; error if "
               "they cannot be built), auto (fused when available, logged) or native (the whole layer "
               "as a C++ autograd function, the whole MLP as one; needs --weight-grad sparse or dense)",
@@ -51,9 +60,11 @@ HELP = {
     "cycle_epochs": "meSimp: epochs per cycle (even cycles prune, odd cycles only train)",
     "prunes_per_epoch": "meSimp: prune steps per epoch in a pruning cycle",
     "realisation": "meSimp: physical (delete rows/columns) or mask (hold removed units at zero)",
-    "reset": "meSimp: optimizer at each cycle start: fresh or moments (zero moments, keep step)",
+    "reset": "meSimp: optimizer at each cycle start: fresh or moments (zero moments, keep step); or authors (zero "
+             "moments, keep step, after each of the prunes-per-epoch parts of the last epoch of every cycle, as the C#)",
     "record": "meSimp: count hits per_example or unified",
-    "count_zero_hits": "meSimp: count selected units whose gradient is exactly 0",
+    "count_zero_hits": "meSimp: also count the zero-gradient fillers the authors' C# top-k heap keeps in rows with "
+                       "fewer than k non-zeros (their record did)",
     "min_units": "meSimp: never prune a layer below this many units",
     "meact_start_epoch": "meAct (reconstruction): epochs of normal training before active paths are used",
     "meact_threshold": "meAct: inactive if S[e,j]/sum S[e,:] < threshold/width (statistic share)",
@@ -65,7 +76,8 @@ HELP = {
 }
 CHOICES = {"method": METHODS, "optimizer": OPTIMIZERS, "mode": MODES, "weight_grad": WEIGHT_GRADS, "kernel": KERNELS,
            "task": TASKS, "tagset": TAGSETS, "activation": ACTIVATIONS, "realisation": REALISATIONS,
-           "reset": RESETS, "record": RECORDS, "meact_statistic": STATISTICS}
+           "reset": RESETS, "record": RECORDS, "meact_statistic": STATISTICS, "init": INITS,
+           "loss_reduction": LOSS_REDUCTIONS}
 
 
 class _Parser(argparse.ArgumentParser):

@@ -10,14 +10,14 @@ Semantics (as ``torch.optim.SparseAdam`` and TensorFlow's LazyAdam):
                                       Adam's bias correction
     rows without                      nothing changes: not the parameter, not the moments
                                       (they do not decay while the row is idle)
-    parameters without row information (biases, dense layers, weights whose gradient is
-    not the meProp buffer) get the ordinary dense update.
+    parameters with a dense gradient (biases, dense layers, a ``MePropLinear`` with the default
+    ``weight_grad="dense"``) get the ordinary dense update: every row moves.
 
-Which rows had a gradient comes from the gradient itself when it is row-sparse (a
+Which rows had a gradient comes from the gradient itself, which must be row-sparse: a
 ``MePropLinear`` with ``weight_grad="sparse"`` hands over a coalesced ``sparse_coo_tensor`` of
-the selected rows: the fastest path, no dense ``[out, in]`` gradient exists at all), or from
-``MePropLinear``'s gradient buffer (``weight_grad="buffer"``: the rows it wrote since the buffer
-was last cleared), so no scan of the gradient is needed. Embeddings built with ``sparse=True`` (the
+exactly the selected rows (no dense ``[out, in]`` gradient exists at all), so no scan of the
+gradient is needed. Gradients come only through autograd, so ``zero_grad`` in both forms,
+accumulation and in-place edits behave as with any optimizer. Embeddings built with ``sparse=True`` (the
 NLP models do this when ``TrainConfig.optimizer`` is lazy) hand over the rows looked up the same way. Weight decay and AMSGrad are not
 supported.
 
@@ -40,16 +40,11 @@ __all__ = ["LazyAdam", "LazySGD", "grad_rows"]
 
 
 def grad_rows(param: torch.Tensor) -> torch.Tensor | None:
-    """Rows of ``param.grad`` that may be non-zero (from a row-sparse gradient or the meProp
-    gradient buffer); None if unknown (treat as dense)."""
+    """Rows of ``param.grad`` that may be non-zero (from a row-sparse gradient); None if unknown
+    (a dense gradient: treat every row as having one)."""
     if param.grad is not None and param.grad.is_sparse:
         return _coalesced(param)._indices()[0]
-    buf = getattr(param, "_mesimp_gradbuf", None)
-    if buf is None or param.grad is None or param.grad is not buf.tensor or buf.dirty is None:
-        return None
-    if not buf.dirty:
-        return param.grad.new_empty(0, dtype=torch.long)
-    return torch.unique(torch.cat(buf.dirty))
+    return None
 
 
 def _coalesced(param: torch.Tensor) -> torch.Tensor:
@@ -60,15 +55,11 @@ def _coalesced(param: torch.Tensor) -> torch.Tensor:
 
 
 def _rows_and_values(p: torch.Tensor):
-    """(rows, values) of a row-wise gradient, or (None, dense gradient)."""
+    """(rows, values) of a row-sparse gradient, or (None, dense gradient)."""
     if p.grad.is_sparse:
         g = _coalesced(p)
         return g._indices()[0], g._values()
-    rows = grad_rows(p)
-    return (None, p.grad) if rows is None else (rows, p.grad.index_select(0, rows))
-
-
-_DENSE = torch.empty(0, 0, dtype=torch.long)  # "no rows" for the native step
+    return None, p.grad
 
 
 class LazyAdam(torch.optim.Optimizer):
@@ -99,10 +90,6 @@ class LazyAdam(torch.optim.Optimizer):
             raise RuntimeError(f"LazyAdam(native=True) but the native kernels are unavailable: {status()}")
         return k
 
-    @staticmethod
-    def _native_ok(p: torch.Tensor) -> bool:
-        return p.device.type == "cpu" and p.dtype in (torch.float32, torch.float64) and p.is_contiguous()
-
     @torch.no_grad()
     def step(self, closure=None):
         loss = closure() if closure is not None else None
@@ -125,11 +112,8 @@ class LazyAdam(torch.optim.Optimizer):
         nothing changed, when a parameter cannot take it (not a contiguous CPU float32/float64 tensor)."""
         params, ms, vs, steps = [], [], [], []
         for p in group["params"]:
-            g = p.grad
-            if g is None:
+            if p.grad is None:
                 continue
-            if not g.is_sparse and getattr(p, "_mesimp_gradbuf", None) is not None:
-                return self._native_step_rows(kern, group)  # rows from MePropLinear's gradient buffer
             st = self._state(p)
             params.append(p)
             ms.append(st["exp_avg"])
@@ -137,28 +121,6 @@ class LazyAdam(torch.optim.Optimizer):
             steps.append(st["step"])
         b1, b2 = group["betas"]
         return kern.lazy_adam_step(params, ms, vs, steps, group["lr"], b1, b2, group["eps"])
-
-    def _native_step_rows(self, kern, group) -> bool:
-        """The native update with the rows found in Python (gradient buffers)."""
-        if not all(self._native_ok(p) for p in group["params"]):
-            return False
-        params, grads, rows, ms, vs, steps = [], [], [], [], [], []
-        for p in group["params"]:
-            if p.grad is None:
-                continue
-            st = self._state(p)
-            st["step"] += 1
-            r, g = _rows_and_values(p)
-            params.append(p)
-            grads.append(g)
-            rows.append(_DENSE if r is None else r)
-            ms.append(st["exp_avg"])
-            vs.append(st["exp_avg_sq"])
-            steps.append(float(st["step"]))
-        if params:
-            b1, b2 = group["betas"]
-            kern.adam_step(params, grads, rows, ms, vs, steps, group["lr"], b1, b2, group["eps"])
-        return True
 
     def _torch_step(self, group) -> None:
         lr, (b1, b2), eps = group["lr"], group["betas"], group["eps"]

@@ -47,7 +47,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.autograd.function import once_differentiable
 
-from .meprop import KERNELS, MODES, MePropStats, TopKWidth, _fused, check_layer_flags, fused_applies, resolve_k
+from .meprop import (KERNELS, MODES, MePropStats, TopKWidth, _fused, autocast_dtype, check_layer_flags, check_rescale,
+                     fused_applies, heap_fillers, heap_selected, resolve_k)
 from .mesimp import ActivityRecord, _slice_param, check_simplifier_args
 from .validate import check_choice, check_size
 
@@ -266,9 +267,10 @@ class MePropLSTMFunction(torch.autograd.Function):
             if need_whh:
                 g_whh = dG[n0:].t() @ H.index_select(0, prev)
             macs_done, touched = macs_dense, 4 * h
-            if wants_cells:
-                cells = (dG.view(n_tok, 4, h) != 0).any(1) if not plan.count_zero_hits else dG.new_ones(
-                    n_tok, h, dtype=torch.bool)
+            if wants_cells and plan.count_zero_hits:
+                cells = _heap_cells(dG, h, plan, layer)
+            elif wants_cells:
+                cells = (dG.view(n_tok, 4, h) != 0).any(1)
         else:
             sel_all = torch.cat(idx_steps[::-1])  # (N, 4k) in packed (time) order
             kept_all = torch.cat(kept_steps[::-1])
@@ -314,13 +316,33 @@ class MePropLSTMFunction(torch.autograd.Function):
                 macs_done += 4 * k * (n_tok * in_f * int(need_wih) + (n_tok - n0) * h * int(need_whh))
             else:
                 macs_done += computed * (n_tok * in_f * int(need_wih) + (n_tok - n0) * h * int(need_whh))
-            if wants_cells:
+            if wants_cells and plan.count_zero_hits and plan.mode == "per_example":
+                cells = _heap_cells(dG, h, plan, layer)
+            elif wants_cells:
                 hit = kept_all != 0 if not plan.count_zero_hits else torch.ones_like(kept_all, dtype=torch.bool)
                 cells = x.new_zeros(n_tok, h).scatter_add_(1, sel_all % h, hit.to(x.dtype)) > 0  # (N, h)
 
         if layer is not None:
             layer._observe(cells, sel_all, n_tok, touched, macs_done, macs_dense)
         return (grad_x, g_wih, g_whh, g_b if need_bih else None, g_b if need_bhh else None, None, None, None)
+
+
+def _heap_cells(dG: torch.Tensor, h: int, plan: _Plan, layer) -> torch.Tensor:
+    """count_zero_hits: the cells hit per token (N, h) when each gate's top-k is selected as the authors' C# heap
+    selects (``meprop.heap_selected``; the C# has no LSTM, so this is the MLP's rule applied per gate), over
+    the layer's original cells (``layer.heap_origin`` = (k, width, positions of the current cells or None),
+    kept by ``LSTMSimplifier``) so that the mask and physical realisations count alike. Dense with no k: all."""
+    n = dG.shape[0]
+    k0, width0, pos = layer.heap_origin if layer.heap_origin is not None else (plan.k, h, None)
+    if k0 is None:
+        return dG.new_ones(n, h, dtype=torch.bool)
+    v = dG.reshape(n * 4, h)  # one row per token and gate
+    fill = None
+    if pos is not None:
+        full = v.new_zeros(n * 4, width0, dtype=torch.bool)
+        full[:, pos] = v != 0
+        fill = heap_fillers(full, k0)[:, pos]
+    return heap_selected(v, k0, None, fill).view(n, 4, h).any(1)
 
 
 def _select_kept(u: torch.Tensor, h: int, plan: _Plan, offs: torch.Tensor):
@@ -360,7 +382,7 @@ class MePropLSTM(TopKWidth, nn.Module):
         reverse: run every sentence from its last word to its first (the backward direction
             of a BiLSTM).
         bias: learn ``bias_ih`` and ``bias_hh``.
-        rescale: random mode: multiply kept entries by h/k.
+        rescale: random mode only (refused in the others): multiply kept entries by h/k.
         sparsify_bias: also sparsify the bias gradient (the originals keep it dense).
         count_zero_hits: count selected entries whose gradient is exactly 0 as hits.
         compact_threshold: the weight gradients use GEMMs over the union of selected rows
@@ -413,6 +435,7 @@ class MePropLSTM(TopKWidth, nn.Module):
         self.stats = LSTMStats(h, device=self.weight_hh.device)
         self.records: list[ActivityRecord] = []
         self.cell_mask: torch.Tensor | None = None
+        self.heap_origin: tuple | None = None  # count_zero_hits under meSimp: (k, width, cell positions) at the start
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -438,6 +461,7 @@ class MePropLSTM(TopKWidth, nn.Module):
         return self.track_stats or bool(self.records)
 
     def _plan(self) -> _Plan:
+        check_rescale(self.rescale, self.mode)
         return _Plan(self.k_effective, self.mode, self.rescale, self.sparsify_bias, self.count_zero_hits,
                      self.compact_threshold, fused_applies(self.kernel, self.k_effective, self.weight_hh))
 
@@ -483,6 +507,10 @@ class MePropLSTM(TopKWidth, nn.Module):
     def forward_packed(self, xp: torch.Tensor, batch_sizes: list[int]) -> torch.Tensor:
         """The packed core: ``xp`` (N, in) time-major, step t = the next ``batch_sizes[t]`` rows,
         longest sentences first (``pack_index``). Returns (N, h)."""
+        cast = autocast_dtype(xp.device.type)
+        if cast is not None:  # compute in the weights' dtype, return the autocast dtype (as MePropLinear)
+            with torch.autocast(xp.device.type, enabled=False):
+                return self.forward_packed(xp.to(self.weight_ih.dtype), batch_sizes).to(cast)
         params = (self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh)
         needs_graph = torch.is_grad_enabled() and (xp.requires_grad or any(
             p is not None and p.requires_grad for p in params))
@@ -567,6 +595,7 @@ class LSTMSimplifier:
         self.records = [ActivityRecord(l.hidden_size, record, False, dev) for l in self.lstms]
         for layer, rec in zip(self.lstms, self.records):
             layer.count_zero_hits = count_zero_hits
+            layer.heap_origin = (layer.k_effective, layer.hidden_size, None)
             layer.records.append(rec)
         self.unit_ids = [torch.arange(l.hidden_size, device=dev) for l in self.lstms]
         self.alive = [torch.ones(l.hidden_size, dtype=torch.bool, device=dev) for l in self.lstms]
@@ -605,6 +634,7 @@ class LSTMSimplifier:
                     self.unit_ids[d] = self.unit_ids[d][idx]
                     self.alive[d] = torch.ones(idx.numel(), dtype=torch.bool, device=idx.device)
                     rec.hits = rec.hits[idx]
+                    layer.heap_origin = (*layer.heap_origin[:2], self.unit_ids[d])
             else:
                 newly = self.alive[d] & ~keep
                 removed = int(newly.sum())

@@ -13,27 +13,33 @@ Selection modes
                  (the authors' PyTorch ``linearUnified``); backward becomes two small
                  dense products, which is where wall-clock speed comes from
     random       k distinct uniform indices per example, no rescaling unless
-                 ``rescale=True`` (then the kept entries are multiplied by out/k)
+                 ``rescale=True`` (then the kept entries are multiplied by out/k; the flag is
+                 refused in the other modes, where it has no meaning)
 
 Dense backward: ``k`` None, 0, or >= out (through the same code path).
 
-How the weight gradient reaches the optimizer (``weight_grad``)
-    "buffer"  (default) the layer keeps one persistent ``[out, in]`` gradient buffer,
-              re-zeroes only the rows it wrote the previous step and writes the new
-              rows; the buffer is assigned to ``weight.grad``. No dense zero-filled
-              gradient is built per step and any ``torch.optim`` optimizer (Adam, the
-              paper's set-up) works unchanged. Caveats: ``weight.grad`` is written as a
-              side effect of backward, so ``torch.autograd.grad(..., weight)`` and
-              tensor hooks on ``weight`` do not see it, and the same tensor is reused
-              next step (``clone()`` a gradient you want to keep).
-    "dense"   an ordinary dense gradient returned through autograd (slower; works with
-              every autograd feature, e.g. ``gradcheck``).
-    "sparse"  a ``torch.sparse_coo_tensor`` with k rows (SGD and SparseAdam accept it;
-              Adam does not).
+How the weight gradient reaches the optimizer (``weight_grad``); both come back through autograd only,
+so ``torch.autograd.grad``, tensor hooks, accumulation, ``zero_grad`` in both forms, ``functional_call``,
+DistributedDataParallel and ``gradcheck`` behave as with ``nn.Linear``
+    "dense"   (default) an ordinary dense ``[out, in]`` gradient (zero outside the selected rows); any
+              optimizer takes it.
+    "sparse"  a coalesced ``torch.sparse_coo_tensor`` holding exactly the selected rows (the union of the
+              batch's selections), in every kernel; SGD, LazySGD, LazyAdam and SparseAdam take it (Adam does
+              not). Refused under ``torch.distributed`` (DDP all-reduces dense buckets, it cannot carry a
+              row-sparse gradient whose rows differ per process).
+The former default "buffer" (a persistent gradient written into ``weight.grad`` as a side effect of
+backward) was removed: it gave the same numbers as "dense" but was wrong under DDP, ``autograd.grad``,
+``functional_call`` and in-place edits of ``.grad``. ``weight_grad="buffer"`` is refused with that reason;
+stored configs that say "buffer" are read as "dense" (``TrainConfig``).
+
+Under autocast (e.g. CPU bfloat16) the layer computes in its weight's dtype and returns the autocast dtype,
+so its output and gradients have the dtypes ``nn.Linear``'s have.
 """
 
 from __future__ import annotations
 
+import functools
+import logging
 import numbers
 from dataclasses import dataclass
 
@@ -43,6 +49,8 @@ from torch import nn
 from torch.autograd.function import once_differentiable
 
 from .validate import ArgumentError, check_bool, check_choice, check_device, check_dtype, check_float, check_size
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "TopKWidth",
@@ -56,10 +64,13 @@ __all__ = [
     "select_per_example",
     "select_random",
     "select_unified",
+    "heap_fillers",
+    "heap_hits",
+    "heap_selected",
 ]
 
 MODES = ("per_example", "unified", "random")
-WEIGHT_GRADS = ("buffer", "dense", "sparse")
+WEIGHT_GRADS = ("dense", "sparse")
 KERNELS = ("torch", "fused", "auto", "native")
 NATIVE_MODES = ("per_example", "random", "unified")
 _NATIVE_MODE_CODES = {"per_example": 0, "random": 1, "unified": 2}  # the C++ functions' mode argument
@@ -119,6 +130,73 @@ def all_indices(n: int, width: int, mode: str, device=None) -> torch.Tensor:
     return every if mode == "unified" else every.expand(n, width)
 
 
+@functools.lru_cache(maxsize=64)
+def _preorder(k: int) -> tuple[int, ...]:
+    """Positions 0..k-1 of an array-stored binary tree (children 2i+1, 2i+2) in preorder."""
+    order, stack = [], [0]
+    while stack:
+        i = stack.pop()
+        if i < k:
+            order.append(i)
+            stack += [2 * i + 2, 2 * i + 1]
+    return tuple(order)
+
+
+def heap_fillers(nonzero: torch.Tensor, k: int) -> torch.Tensor:
+    """The zero entries the authors' C# top-k heap keeps in rows with fewer than k non-zeros. -> bool like ``nonzero``
+
+    The C# (``TopNHeap.GetAbsTop``) seeds a min-heap with positions 0..k-1, heapifies it (Floyd; a sift
+    prefers the left child on ties) and lets a later entry replace the root only if strictly larger. In a
+    row with fewer than k non-zeros every non-zero is kept and the other slots hold zeros of index < k.
+    Which ones: with only "zero / non-zero" mattering, heapify and each replacement keep the zeros in an
+    ancestor-closed tree whose preorder is the preorder of the zeros among positions 0..k-1 (children
+    2i+1, 2i+2), and each of the m non-zeros at positions >= k evicts the next zero in that order. So the
+    fillers are the zeros of positions < k after the first m in preorder (tested against a plain-Python
+    copy of the heap in tests/test_meprop.py). Rows with >= k non-zeros have no fillers.
+
+    Args:
+        nonzero: bool (N, width): which entries of the gradient rows are non-zero.
+        k: the heap's size (the C# k), 1 <= k <= width.
+    """
+    n, width = nonzero.shape
+    if not 1 <= k <= width:
+        raise ValueError(f"k={k} must be in [1, width={width}] for the heap's filler rule")
+    low = nonzero[:, :k]
+    m = nonzero[:, k:].sum(1, keepdim=True)  # non-zeros after the seed: each evicts one zero
+    order = torch.tensor(_preorder(k), dtype=torch.long, device=nonzero.device)
+    zeros = ~low[:, order]  # (N, k) in preorder
+    keep = zeros & (zeros.cumsum(1) > m)
+    out = torch.zeros_like(nonzero)
+    out[:, order] = keep
+    out[(nonzero.sum(1) >= k)] = False
+    return out
+
+
+def heap_selected(g: torch.Tensor, k: int, top: torch.Tensor | None = None, fill: torch.Tensor | None = None):
+    """Which entries of the rows of ``g`` the authors' C# top-k heap selects. -> bool like ``g``
+
+    A row with more than k non-zeros: its top-k (``top`` (N, k) if the caller selected it already). Any
+    other row: all its non-zeros and the heap's zero fillers (``fill``, default ``heap_fillers(g != 0, k)``).
+    Ties among equal non-zero magnitudes at the k-th place follow torch's top-k (or the native selection),
+    not the C# heap's order.
+    """
+    nz = g != 0
+    if fill is None:
+        fill = heap_fillers(nz, k)
+    many = nz.sum(1) > k  # these rows' top-k holds non-zeros only
+    sel = (nz & ~many.unsqueeze(1)) | fill
+    if bool(many.any()):
+        top = top[many] if top is not None else select_per_example(g[many], k)
+        sel[many] = sel[many].scatter(1, top, True)
+    return sel
+
+
+def heap_hits(g: torch.Tensor, k: int, top: torch.Tensor | None = None, fill: torch.Tensor | None = None):
+    """Hits per unit as the authors' C# record counts them (``count_zero_hits``): ``heap_selected`` summed
+    over the rows. -> (width,)"""
+    return heap_selected(g, k, top, fill).sum(0)
+
+
 # --------------------------------------------------------------------------- stats
 
 
@@ -127,7 +205,9 @@ class MePropStats:
 
     counts[j]          examples whose selected set contained unit j (per example, also in
                        unified mode; entries whose gradient is exactly 0 are not counted
-                       unless ``count_zero_hits``)
+                       unless ``count_zero_hits``: then per-example top-k counts the zero
+                       fillers of the authors' C# heap, ``heap_hits``, and random / unified
+                       selection every selected entry)
     last_indices       the indices kept in the last backward: (B, k) per example / random,
                        (k,) unified; a dense backward (k None, 0 or >= width) keeps every
                        entry: (B, width) per example / random, (width,) unified; None before
@@ -243,7 +323,7 @@ class NativeMePropStats(MePropStats):
         return new
 
 
-# --------------------------------------------------------------------------- plan / buffer
+# --------------------------------------------------------------------------- plan
 
 
 @dataclass(frozen=True)
@@ -278,81 +358,145 @@ class LayerHooks:
         return self.grad_mask is not None or bool(self.observers)
 
 
-class _RowGradBuffer:
-    """A persistent ``[out, in]`` weight gradient that is re-zeroed row by row.
-
-    Invariant: every row of ``self.tensor`` outside ``self.dirty`` is zero. ``dirty`` is a
-    list of index tensors written since the last clear, or None meaning "all rows".
-    """
-
-    def __init__(self):
-        self.tensor: torch.Tensor | None = None
-        self.dirty: list[torch.Tensor] | None = []
-        self.dirty_count = 0
-
-    def _mark(self, rows: torch.Tensor | None, width: int) -> None:
-        if rows is None or self.dirty is None:
-            self.dirty = None
-            return
-        self.dirty.append(rows)
-        self.dirty_count += rows.numel()
-        if self.dirty_count > width:  # cheaper to zero everything next time
-            self.dirty = None
-
-    def _fresh(self, param: torch.Tensor) -> torch.Tensor:
-        buf = self.tensor
-        if buf is None or buf.shape != param.shape or buf.dtype != param.dtype or buf.device != param.device:
-            buf = torch.zeros_like(param, memory_format=torch.contiguous_format)
-        elif self.dirty is None:
-            buf.zero_()
-        elif self.dirty:
-            buf.index_fill_(0, torch.cat(self.dirty), 0)
-        self.tensor, self.dirty, self.dirty_count = buf, [], 0
-        return buf
-
-    def target(self, param: torch.Tensor) -> torch.Tensor:
-        """The tensor a kernel should accumulate this step's rows into (assigned to ``param.grad``)."""
-        if param.grad is None:
-            param.grad = self._fresh(param)
-        return param.grad
-
-    def mark(self, param: torch.Tensor, rows: torch.Tensor) -> None:
-        """Record rows a kernel wrote into ``target(param)``."""
-        if param.grad is self.tensor:
-            self._mark(rows, param.shape[0])
-
-    def write(self, param: torch.Tensor, rows: torch.Tensor | None, values: torch.Tensor) -> None:
-        """Accumulate ``values`` (rows of the gradient, or the full gradient if rows is None)."""
-        g = param.grad
-        width = param.shape[0]
-        if g is None:
-            if rows is None:  # a full gradient: hand it over, keep our buffer for later
-                param.grad = values
-                return
-            buf = self._fresh(param)
-            buf.index_add_(0, rows, values)  # rows are zero here; index_add_ is ~2x faster than index_copy_
-            self._mark(rows, width)
-            param.grad = buf
-            return
-        if rows is None:
-            g.add_(values)
-        else:
-            g.index_add_(0, rows, values)
-        if g is self.tensor:
-            self._mark(rows, width)
-
-
 # --------------------------------------------------------------------------- autograd
 
 
+@dataclass
+class _Grads:
+    """What one backward of the table computed. ``vals`` are the rows ``rows`` of dW (all rows if ``rows`` is
+    None); ``grad_w`` a finished weight gradient a kernel wrote itself; ``idx`` the selection for the record
+    and the observers; ``counted``: the kernel already added the record's counts."""
+
+    grad_x: torch.Tensor | None = None
+    grad_b: torch.Tensor | None = None
+    vals: torch.Tensor | None = None
+    rows: torch.Tensor | None = None
+    grad_w: torch.Tensor | None = None
+    idx: object = None
+    touched: int = 0
+    computed: int = 0
+    counted: bool = False
+
+
+def _bias_sum(g, plan: _Plan, idx: torch.Tensor) -> torch.Tensor:
+    """db: every column of g, or (sparsify_bias) the selected columns ``idx`` only (unified)."""
+    if not plan.sparsify_bias:
+        return g.sum(0)
+    return g.new_zeros(g.shape[1]).index_copy_(0, idx, g.index_select(1, idx).sum(0))
+
+
+def _dense_torch(g, x, weight, plan, need, stats) -> _Grads:
+    """k None: the ordinary dense backward."""
+    need_x, need_w, need_b = need
+    out = g.shape[1]
+    return _Grads(g @ weight if need_x else None, g.sum(0) if need_b else None, g.t() @ x if need_w else None,
+                  touched=out, computed=out)
+
+
+def _dense_native(g, x, weight, plan, need, stats) -> _Grads:
+    """k None, a narrow layer: native loops at a small batch (C++'s rule)."""
+    grad_x, vals, grad_b = _fused().dense_backward(g, x, weight, *need)
+    out = g.shape[1]
+    return _Grads(grad_x, grad_b, vals if need[1] else None, touched=out, computed=out)
+
+
+def _unified_torch(g, x, weight, plan, need, stats) -> _Grads:
+    """One top-k set for the batch: two small dense products over the selected columns."""
+    need_x, need_w, need_b = need
+    idx = select_unified(g, plan.k)  # (k,)
+    gk = g.index_select(1, idx)  # (N, k)
+    return _Grads(gk @ weight.index_select(0, idx) if need_x else None, _bias_sum(g, plan, idx) if need_b else None,
+                  gk.t() @ x if need_w else None, idx, idx=idx, touched=plan.k, computed=plan.k)
+
+
+def _unified_native(g, x, weight, plan, need, stats) -> _Grads:
+    """Unified in one native call (column sums, top-k and both products over the selected rows of W)."""
+    need_x, need_w, need_b = need
+    grad_x, idx, vals = _fused().unified_backward(g, x, weight, plan.k, need_x, need_w)
+    return _Grads(grad_x if need_x else None, _bias_sum(g, plan, idx) if need_b else None, vals if need_w else None,
+                  idx, idx=idx, touched=plan.k, computed=plan.k)
+
+
+def _topk_torch(g, x, weight, plan, need, stats) -> _Grads:
+    """Per example / random: products over the union of the selected columns when it is at most
+    ``compact_threshold`` of the width, else over the masked gradient."""
+    need_x, need_w, need_b = need
+    n, out = g.shape
+    idx = select_per_example(g, plan.k) if plan.mode == "per_example" else select_random(g, plan.k)
+    kept = g.gather(1, idx)  # (N, k) the kept gradient entries
+    if plan.rescale:
+        kept = kept * (out / plan.k)
+    union, pos = torch.unique(idx, return_inverse=True)  # rows of W that get a gradient
+    r = _Grads(idx=(idx, kept), touched=union.numel(), computed=union.numel())
+    masked = r.touched > plan.compact_threshold * out
+    if not masked:  # compaction: only the union's columns
+        gs, w_rows = g.new_zeros(n, r.touched).scatter_(1, pos, kept), weight.index_select(0, union)  # (N, |U|)
+    else:  # masked dense products
+        gs, w_rows, r.computed = g.new_zeros(n, out).scatter_(1, idx, kept), weight, out  # (N, out)
+    if need_x:
+        r.grad_x = gs @ w_rows
+    if need_w:
+        r.vals, r.rows = gs.t() @ x, (None if masked else union)
+        if masked and plan.weight_grad == "sparse":  # the selected rows only, as the compact path and the kernels
+            r.vals, r.rows = r.vals.index_select(0, union), union
+    if need_b and plan.sparsify_bias:
+        r.grad_b = gs.sum(0) if masked else g.new_zeros(out).index_add_(0, union, gs.sum(0))
+    elif need_b:
+        r.grad_b = g.sum(0)
+    return r
+
+
+def _topk_native(g, x, weight, plan, need, stats) -> _Grads:
+    """Per example / random in one native pass: selection (top-k of every row in the kernel; random indices are
+    drawn here), dx, db, the record and dW, B*k*in multiply-adds each for dx and dW, no (N, out) mask."""
+    need_x, need_w, need_b = need
+    out = g.shape[1]
+    given = _NO_ROWS if plan.mode == "per_example" else select_random(g, plan.k)
+    scale = out / plan.k if plan.rescale else 1.0
+    # the dense form: the kernel accumulates the rows straight into a zeroed [out, in] gradient
+    dense_w = need_w and plan.weight_grad == "dense"
+    target = torch.zeros_like(weight, memory_format=torch.contiguous_format) if dense_w else _NO_ROWS
+    counts = stats.counts if stats is not None else _NO_ROWS
+    grad_x, grad_b, sel, kept, rows, vals = _fused().topk_backward(
+        g, x.contiguous(), weight.contiguous(), plan.k, given, scale, need_x, need_b, plan.sparsify_bias,
+        target, need_w and not dense_w, counts, plan.count_zero_hits)
+    return _Grads(grad_x if need_x else None, grad_b if need_b else None,
+                  vals if need_w and not dense_w else None, rows, target if dense_w else None, (sel, kept),
+                  rows.numel(), plan.k, counted=True)
+
+
+# the backward of each (selection, native kernels?) pair; "dense" = k None
+_BACKWARDS = {
+    ("dense", False): _dense_torch,
+    ("dense", True): _dense_native,
+    ("unified", False): _unified_torch,
+    ("unified", True): _unified_native,
+    ("per_example", False): _topk_torch,
+    ("per_example", True): _topk_native,
+    ("random", False): _topk_torch,
+    ("random", True): _topk_native,
+}
+
+
+def _weight_grad(r: _Grads, plan: _Plan, weight: torch.Tensor) -> torch.Tensor | None:
+    """The weight gradient in the plan's form: dense ``[out, in]`` or row-sparse (exactly the rows computed)."""
+    if r.grad_w is not None or r.vals is None:
+        return r.grad_w
+    if plan.weight_grad == "dense":
+        return r.vals if r.rows is None else r.vals.new_zeros(weight.shape).index_copy_(0, r.rows, r.vals)
+    rows = r.rows if r.rows is not None else torch.arange(weight.shape[0], device=r.vals.device)
+    # rows are unique (a top-k set or a union): coalesced by construction
+    return torch.sparse_coo_tensor(rows.unsqueeze(0), r.vals, weight.shape, check_invariants=False, is_coalesced=True)
+
+
 class MePropLinearFunction(torch.autograd.Function):
-    """``y = x W^T + b`` with a top-k sparsified backward. x is (N, in)."""
+    """``y = x W^T + b`` with a top-k sparsified backward (one function of ``_BACKWARDS`` per selection and
+    kernel). x is (N, in)."""
 
     @staticmethod
-    def forward(ctx, x, weight, bias, plan: _Plan, stats, gradbuf, hooks=None):
+    def forward(ctx, x, weight, bias, plan: _Plan, stats, hooks=None):
         ctx.save_for_backward(x, weight)
-        ctx.plan, ctx.stats, ctx.gradbuf, ctx.hooks = plan, stats, gradbuf, hooks
-        ctx.weight = weight  # the Parameter itself, for the "buffer" gradient
+        ctx.plan, ctx.stats, ctx.hooks = plan, stats, hooks
         ctx.has_bias = bias is not None
         return F.linear(x, weight, bias)
 
@@ -360,115 +504,19 @@ class MePropLinearFunction(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, g):
         x, weight = ctx.saved_tensors
-        plan, stats = ctx.plan, ctx.stats
-        need_x, need_w, need_b = ctx.needs_input_grad[:3]
-        wants_w = need_w  # for the stats (a fused kernel writes dW itself)
-        n, out = g.shape
-        in_f = x.shape[1]
-        grad_x = grad_w = grad_b = None
-        rows = None  # rows of dW written; None = all
+        plan, stats, hooks = ctx.plan, ctx.stats, ctx.hooks
+        need = tuple(ctx.needs_input_grad[:3])
         g = g.contiguous()
-        hooks = ctx.hooks
         if hooks is not None and hooks.grad_mask is not None:
             g = g * hooks.grad_mask  # removed units (meSimp mask realisation) get no gradient
-
-        if plan.k is None and plan.fused:  # ------- dense, narrow: native loops at a small batch (C++'s rule)
-            grad_x, vals, grad_b = _fused().dense_backward(g, x, weight, need_x, need_w, need_b)
-            touched = computed = out
-            idx = None
-        elif plan.k is None:  # -------------------------------------------- dense
-            if need_x:
-                grad_x = g @ weight  # (N, in)
-            if need_w:
-                vals = g.t() @ x  # (out, in)
-            if need_b:
-                grad_b = g.sum(0)
-            touched = computed = out
-            idx = None
-        elif plan.mode == "unified" and plan.fused:  # ------------------- unified, one native call
-            grad_x, idx, vals = _fused().unified_backward(g, x, weight, plan.k, need_x, need_w)
-            grad_x = grad_x if need_x else None
-            rows = idx
-            if need_b:
-                grad_b = g.sum(0) if not plan.sparsify_bias else g.new_zeros(out).index_copy_(0, idx, g[:, idx].sum(0))
-            touched = computed = plan.k
-        elif plan.mode == "unified":  # ----------------------------------- unified
-            idx = select_unified(g, plan.k)  # (k,)
-            gk = g.index_select(1, idx)  # (N, k)
-            if need_x:
-                grad_x = gk @ weight.index_select(0, idx)  # (N, in)
-            if need_w:
-                vals, rows = gk.t() @ x, idx  # (k, in)
-            if need_b:
-                grad_b = g.sum(0) if not plan.sparsify_bias else g.new_zeros(out).index_copy_(0, idx, gk.sum(0))
-            touched = computed = plan.k
-        elif plan.fused:  # ------------------------ per example / random, one native pass
-            # selection (top-k of every row, in the kernel; random indices are drawn here), dx, db, the
-            # record and dW in one call: B*k*in multiply-adds each for dx and dW, no (N, out) mask
-            given = _NO_ROWS if plan.mode == "per_example" else select_random(g, plan.k)
-            scale = out / plan.k if plan.rescale else 1.0
-            buffer = need_w and plan.weight_grad == "buffer"
-            target = ctx.gradbuf.target(ctx.weight) if buffer else _NO_ROWS
-            counts = stats.counts if stats is not None else _NO_ROWS
-            grad_x, grad_b, sel, kept, rows, vals = _fused().topk_backward(
-                g, x.contiguous(), weight.contiguous(), plan.k, given, scale, need_x, need_b, plan.sparsify_bias,
-                target, need_w and not buffer, counts, plan.count_zero_hits)
-            grad_x = grad_x if need_x else None
-            grad_b = grad_b if need_b else None
-            if buffer:
-                ctx.gradbuf.mark(ctx.weight, rows)
-                need_w = False  # already written
-            touched, computed = rows.numel(), plan.k
-            idx = (sel, kept)
-            if stats is not None:  # the kernel added the counts
-                _record(stats, g, idx, plan, n, out, in_f, touched, computed, need_x, wants_w, counted=True)
-                stats = None
-        else:  # ----------------------------------------------------- per example / random
-            idx = select_per_example(g, plan.k) if plan.mode == "per_example" else select_random(g, plan.k)
-            kept = g.gather(1, idx)  # (N, k) the kept gradient entries
-            if plan.rescale:
-                kept = kept * (out / plan.k)
-            union, pos = torch.unique(idx, return_inverse=True)  # rows of W that get a gradient
-            touched = computed = union.numel()
-            if touched <= plan.compact_threshold * out:  # compaction: only the union's columns
-                gu = g.new_zeros(n, touched).scatter_(1, pos, kept)  # (N, |U|)
-                if need_x:
-                    grad_x = gu @ weight.index_select(0, union)  # (N, in)
-                if need_w:
-                    vals, rows = gu.t() @ x, union  # (|U|, in)
-                if need_b and plan.sparsify_bias:
-                    grad_b = g.new_zeros(out).index_add_(0, union, gu.sum(0))
-            else:  # masked dense products
-                gm = g.new_zeros(n, out).scatter_(1, idx, kept)  # (N, out)
-                if need_x:
-                    grad_x = gm @ weight
-                if need_w:
-                    vals = gm.t() @ x
-                if need_b and plan.sparsify_bias:
-                    grad_b = gm.sum(0)
-                computed = out
-            if need_b and not plan.sparsify_bias:
-                grad_b = g.sum(0)
-            idx = (idx, kept)
-
-        if need_w:
-            if plan.weight_grad == "dense":
-                grad_w = vals if rows is None else vals.new_zeros(weight.shape).index_copy_(0, rows, vals)
-            elif plan.weight_grad == "sparse":
-                if rows is None:
-                    rows = torch.arange(out, device=vals.device)
-                # rows are unique (a top-k set or a union): coalesced by construction
-                grad_w = torch.sparse_coo_tensor(rows.unsqueeze(0), vals, weight.shape, check_invariants=False,
-                                                 is_coalesced=True)
-            else:
-                ctx.gradbuf.write(ctx.weight, rows, vals)
-
+        r = _BACKWARDS["dense" if plan.k is None else plan.mode, plan.fused](g, x, weight, plan, need, stats)
         if stats is not None:
-            _record(stats, g, idx, plan, n, out, in_f, touched, computed, need_x, wants_w)
+            _record(stats, g, r.idx, plan, g.shape[0], g.shape[1], x.shape[1], r.touched, r.computed, need[0],
+                    need[1], counted=r.counted)
         if hooks is not None:
             for observer in hooks.observers:
-                observer.observe(g, idx, plan)
-        return grad_x, grad_w, grad_b, None, None, None, None
+                observer.observe(g, r.idx, plan)
+        return r.grad_x, _weight_grad(r, plan, weight), r.grad_b, None, None, None
 
 
 def _fused():
@@ -536,6 +584,9 @@ def _record(stats: MePropStats, g, idx, plan: _Plan, n, out, in_f, touched, comp
     if isinstance(idx, tuple):  # per example / random: (indices (N, k), kept values (N, k))
         idx, kept = idx
         stats.last_indices = idx
+        if plan.count_zero_hits and plan.mode == "per_example":  # the C# heap's record (heap_hits)
+            stats.counts += heap_hits(g, plan.k, idx).to(stats.counts.dtype)
+            return
         flat = idx.reshape(-1)
         if not plan.count_zero_hits:
             flat = flat[kept.reshape(-1) != 0]
@@ -561,11 +612,39 @@ def meprop_linear(
     composes with every autograd feature). Shapes as ``F.linear``."""
     _check_mode(mode)
     _check_weight_grad(weight_grad)
+    check_rescale(rescale, mode)
     if x.shape[-1] != weight.shape[1]:
         raise ValueError(f"input has {x.shape[-1]} features in its last dimension, the weight expects {weight.shape[1]}")
+    if weight_grad == "sparse":
+        refuse_distributed("weight_grad='sparse'")
+    cast = autocast_dtype(x.device.type)
+    if cast is not None:  # as MePropLinear: compute in the weight's dtype, return the autocast dtype
+        with torch.autocast(x.device.type, enabled=False):
+            return meprop_linear(x.to(weight.dtype), weight, bias, k, mode, rescale=rescale,
+                                 sparsify_bias=sparsify_bias, weight_grad=weight_grad).to(cast)
     plan = _Plan(resolve_k(k, weight.shape[0]), mode, rescale, sparsify_bias, weight_grad, False, 0.5)
-    y = MePropLinearFunction.apply(x.reshape(-1, x.shape[-1]), weight, bias, plan, None, _RowGradBuffer())
+    y = MePropLinearFunction.apply(x.reshape(-1, x.shape[-1]), weight, bias, plan, None)
     return y.reshape(*x.shape[:-1], weight.shape[0])
+
+
+def autocast_dtype(device_type: str):
+    """The dtype autocast casts to on ``device_type`` while it is enabled there, else None. meProp layers then
+    compute in their weights' dtype (the native kernels and the sparse backward keep full precision) and return
+    this dtype, as ``nn.Linear``'s output under autocast."""
+    if device_type not in ("cpu", "cuda") or not torch.is_autocast_enabled(device_type):
+        return None
+    return torch.get_autocast_dtype(device_type)
+
+
+def refuse_distributed(what: str) -> None:
+    """A ValueError naming ``what`` when torch.distributed runs more than one process (DDP)."""
+    dist = torch.distributed
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        raise ValueError(
+            f"{what} is refused under torch.distributed (world size {dist.get_world_size()}): "
+            "DistributedDataParallel all-reduces dense gradient buckets after backward, so a row-sparse weight "
+            "gradient whose rows differ per process, or an optimizer step taken inside backward, would leave "
+            "the replicas different; use weight_grad='dense' (the default) and a step after backward")
 
 
 def _check_mode(mode: str) -> None:
@@ -582,6 +661,14 @@ def check_layer_flags(compact_threshold, device, dtype, **flags) -> None:
         check_bool(name, value)
 
 
+def check_rescale(rescale: bool, mode: str) -> None:
+    """``rescale`` means one thing everywhere: random-k's kept entries times width/k (an unbiased estimate of the
+    gradient). Top-k (per example or unified) is not an estimate, so the flag is refused there."""
+    if rescale and mode != "random":
+        raise ValueError(f"rescale=True applies to mode='random' only (the k random entries times width/k, an "
+                         f"unbiased estimate of the gradient), not to mode={mode!r}; use rescale=False")
+
+
 def _check_native(mode: str, weight_grad: str) -> None:
     if mode not in NATIVE_MODES:
         raise ValueError(f"kernel='native' supports mode {' / '.join(NATIVE_MODES)}, not {mode!r}")
@@ -590,7 +677,25 @@ def _check_native(mode: str, weight_grad: str) -> None:
                          f"(LazyAdam, LazySGD, SGD) or 'dense', not {weight_grad!r}")
 
 
+def config_weight_grad(weight_grad, lazy: bool):
+    """``weight_grad`` of a training config: None = "sparse" with a lazy optimizer (which finds the rows to update
+    in the row-sparse gradient; a dense one would make it update every row) and "dense" otherwise; the removed
+    "buffer" form of a stored config computed the same gradient numbers as "dense", so it is read as "dense"
+    (and logged); anything else is returned as is (and validated by the caller)."""
+    if weight_grad is None:
+        return "sparse" if lazy else "dense"
+    if weight_grad == "buffer":
+        log.info("weight_grad='buffer' (removed) is read as 'dense', which computes the same gradients")
+        return "dense"
+    return weight_grad
+
+
 def _check_weight_grad(weight_grad: str) -> None:
+    if weight_grad == "buffer":
+        raise ValueError("weight_grad='buffer' was removed: it wrote weight.grad as a side effect of backward, "
+                         "which is wrong under DDP, torch.autograd.grad, functional_call and in-place edits of "
+                         "weight.grad; use weight_grad='dense' (the default: the same gradient numbers, through "
+                         "autograd) or 'sparse' (row-sparse, for SGD and the lazy optimizers)")
     check_choice("weight_grad", weight_grad, WEIGHT_GRADS)
 
 
@@ -640,9 +745,9 @@ class MePropLinear(TopKWidth, nn.Module):
         k: None or 0 = dense backward; an int count (>= out is dense); a float in (0, 1]
             = share of the width.
         mode: "per_example" | "unified" | "random".
-        rescale: random mode only: multiply the kept entries by out/k.
+        rescale: random mode only (refused in the others): multiply the kept entries by out/k.
         sparsify_bias: also sparsify the bias gradient (the originals keep it dense).
-        weight_grad: "buffer" | "dense" | "sparse" (see the module docstring).
+        weight_grad: "dense" (default) | "sparse" (see the module docstring; both through autograd).
         count_zero_hits: count selected entries whose gradient is exactly 0 in ``stats``
             (the authors' C# did; default False).
         compact_threshold: per-example / random: if the union of the batch's selected
@@ -651,9 +756,9 @@ class MePropLinear(TopKWidth, nn.Module):
         track_stats: keep ``self.stats`` (selection counts, rows touched, multiply-adds).
         kernel: "torch" (default: the pure-PyTorch backward), "fused" (the native kernels of
             ``mesimp_lib.fused``, compiled on first use: per example, B*k*in multiply-adds
-            written straight into the gradient buffer; unified, one native call; a dense layer of at most
+            written straight into the gradient; unified, one native call; a dense layer of at most
             64 outputs at a batch of at most 64: native loops, whose rounding differs from BLAS's), or "auto"
-            (fused when it can be built and applies: CPU, float32/64, ``weight_grad="buffer"``), or "native"
+            (fused when it can be built and applies: CPU, float32/64), or "native"
             (opt-in: the whole layer, forward and backward, is one C++ autograd function around the fused
             kernel, so autograd never calls into Python for it; every mode, CPU float32/64,
             ``weight_grad="sparse"`` (for LazyAdam / LazySGD / SGD) or ``"dense"``; the same results as
@@ -671,7 +776,7 @@ class MePropLinear(TopKWidth, nn.Module):
         *,
         rescale: bool = False,
         sparsify_bias: bool = False,
-        weight_grad: str = "buffer",
+        weight_grad: str = "dense",
         count_zero_hits: bool = False,
         compact_threshold: float = 0.5,
         track_stats: bool = True,
@@ -701,7 +806,6 @@ class MePropLinear(TopKWidth, nn.Module):
         self.track_stats = track_stats
         self.k = k  # validated by the setter
         self.stats = (NativeMePropStats if kernel == "native" else MePropStats)(out_features, device=self.weight.device)
-        self._gradbuf = _RowGradBuffer()
         self.hooks = LayerHooks()
         self.reset_parameters()
 
@@ -721,14 +825,14 @@ class MePropLinear(TopKWidth, nn.Module):
         return self.weight.shape[0]
 
     def _plan(self) -> _Plan:
-        # the buffer writes weight.grad directly, which is only right for a leaf weight
-        weight_grad = self.weight_grad if self.weight.is_leaf or self.weight_grad != "buffer" else "dense"
+        _check_weight_grad(self.weight_grad)  # attributes set after construction too
+        check_rescale(self.rescale, self.mode)
         return _Plan(
             self.k_effective,
             self.mode,
             self.rescale,
             self.sparsify_bias,
-            weight_grad,
+            self.weight_grad,
             self.count_zero_hits,
             self.compact_threshold,
             fused_applies(self.kernel, self.k_effective, self.weight) if self.k_effective is not None
@@ -743,11 +847,16 @@ class MePropLinear(TopKWidth, nn.Module):
         needs_graph = torch.is_grad_enabled() and (
             x.requires_grad or self.weight.requires_grad or (self.bias is not None and self.bias.requires_grad)
         )
+        cast = autocast_dtype(x.device.type)
+        if cast is not None:  # compute in the weight's dtype, return the autocast dtype (as nn.Linear's output)
+            with torch.autocast(x.device.type, enabled=False):
+                return self.forward(x.to(self.weight.dtype)).to(cast)
         if not needs_graph:
             return F.linear(x, self.weight, self.bias)
+        if self.weight_grad == "sparse":
+            refuse_distributed("weight_grad='sparse'")
         if self.kernel == "native" and not self.hooks:
             return self._native_forward(x)
-        self.weight._mesimp_gradbuf = self._gradbuf  # lets a lazy optimizer find the rows with a gradient
         if self.stats.width != self.out_features or self.stats.counts.device != self.weight.device:
             self.stats.reset(self.out_features, self.weight.device)
         stats = self.stats if self.track_stats else None
@@ -757,7 +866,6 @@ class MePropLinear(TopKWidth, nn.Module):
             self.bias,
             self._plan(),
             stats,
-            self._gradbuf,
             self.hooks if self.hooks else None,
         )
         return y.reshape(*x.shape[:-1], self.out_features)
@@ -766,6 +874,7 @@ class MePropLinear(TopKWidth, nn.Module):
         """(k, mode code, scale, counts, acc, last) for the native functions; checks that this layer can run
         natively."""
         _check_native(self.mode, self.weight_grad)
+        check_rescale(self.rescale, self.mode)
         w = self.weight
         if w.device.type != "cpu" or w.dtype not in (torch.float32, torch.float64):
             raise ValueError(f"kernel='native' needs a CPU float32/float64 layer, not {w.device.type} {w.dtype}")
@@ -781,7 +890,7 @@ class MePropLinear(TopKWidth, nn.Module):
             counts, acc, last = stats.counts, stats._native, stats._native_last
         else:
             counts = acc = last = _NO_ROWS
-        scale = out / k if self.rescale and k else 1.0  # as the other paths (unified ignores it, as they do)
+        scale = out / k if self.rescale and k else 1.0  # random mode only (check_rescale)
         return k, _NATIVE_MODE_CODES[self.mode], scale, counts, acc, last
 
     def _native_forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -804,7 +913,7 @@ class MePropLinear(TopKWidth, nn.Module):
                 s += ", rescale=True"
             if self.sparsify_bias:
                 s += ", sparsify_bias=True"
-        if self.weight_grad != "buffer":
+        if self.weight_grad != "dense":
             s += f", weight_grad={self.weight_grad}"
         return s
 

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from .checkpoint import load_model, save_model  # noqa: F401 (re-exported: they live in checkpoint.py)
-from .meprop import MePropLinear, select_per_example
+from .meprop import MePropLinear, heap_fillers, heap_hits, select_per_example
 from .validate import check_bool, check_choice, check_device, check_float, check_int, check_size
 
 __all__ = [
@@ -32,6 +32,7 @@ __all__ = [
     "RESETS",
     "ActivityRecord",
     "Simplifier",
+    "authors_reset_now",
     "cycle_phase",
     "load_model",
     "reset_optimizer_state",
@@ -40,7 +41,7 @@ __all__ = [
 
 RECORDS = ("per_example", "unified")
 REALISATIONS = ("mask", "physical")
-RESETS = ("fresh", "moments")
+RESETS = ("fresh", "moments", "authors")
 
 
 def check_simplifier_args(prune_rate, realisation: str, record: str, count_zero_hits: bool,
@@ -63,17 +64,28 @@ class ActivityRecord:
         record: "per_example" (default): hits counted per example even when the layer
             selects in unified mode (then a per-example top-k is computed for the record
             only); "unified": in unified mode every example counts the batch's k units.
-        count_zero_hits: count a selected unit whose gradient is exactly 0 (the C# heap did
-            when a row had fewer than k non-zeros). Default False.
+        count_zero_hits: count the zero-gradient "fillers" the authors' C# top-k heap keeps in a row
+            with fewer than k non-zeros (``meprop.heap_fillers``), as its record did. Default False:
+            only non-zero entries count. Needs ``k``; the rule is applied over the layer's original
+            positions (``positions`` maps a physically shrunk layer's rows back to them), so the mask
+            and physical realisations count the same hits, and it holds when the layer has become
+            narrower than k (then its backward is dense, but the C# heap still ran over all positions).
+            Random selection and the unified record count every selected entry instead.
+        k: the layer's top-k count at its original width (None: dense; every unit then counts).
     """
 
-    def __init__(self, width: int, record: str = "per_example", count_zero_hits: bool = False, device=None):
+    def __init__(self, width: int, record: str = "per_example", count_zero_hits: bool = False, device=None,
+                 k: int | None = None):
         width = check_size("width", width)
         check_choice("record", record, RECORDS)
         check_bool("count_zero_hits", count_zero_hits)
         check_device("device", device, optional=True)
+        k = check_int("k", k, 1, width, optional=True)
         self.record = record
         self.count_zero_hits = count_zero_hits
+        self.k = k
+        self.full_width = width
+        self.positions: torch.Tensor | None = None  # original position of each current unit (None: unchanged)
         self.hits = torch.zeros(width, dtype=torch.int64, device=device)
         self.seen = 0
 
@@ -89,6 +101,12 @@ class ActivityRecord:
         """Called by the layer's backward with its (masked) output gradient and selection."""
         n = g.shape[0]
         self.seen += n
+        per_example_topk = (isinstance(selection, tuple) and plan.mode == "per_example"
+                            or not isinstance(selection, tuple) and self.record == "per_example")
+        if self.count_zero_hits and self.k is not None and per_example_topk:
+            top = selection[0] if isinstance(selection, tuple) else None
+            self.hits += self._heap_hits(g, top)
+            return
         if selection is None:  # dense backward (k >= width): every unit with a gradient is active
             add = (g != 0).sum(0) if not self.count_zero_hits else torch.full_like(self.hits, n)
             self.hits += add.to(self.hits.dtype)
@@ -106,6 +124,16 @@ class ActivityRecord:
         if not self.count_zero_hits:
             flat = flat[kept.reshape(-1) != 0]
         self.hits.index_add_(0, flat, torch.ones_like(flat, dtype=self.hits.dtype))
+
+    def _heap_hits(self, g: torch.Tensor, top: torch.Tensor | None) -> torch.Tensor:
+        """``meprop.heap_hits`` with the heap's fillers found over the layer's original positions (removed
+        units have no gradient, as under the C#'s mask). ``top``: the layer's per-example selection or None."""
+        fill = None
+        if self.positions is not None:
+            full = g.new_zeros(g.shape[0], self.full_width, dtype=torch.bool)
+            full[:, self.positions] = g != 0
+            fill = heap_fillers(full, self.k)[:, self.positions]
+        return heap_hits(g, self.k, top, fill).to(self.hits.dtype)
 
     def threshold(self, prune_rate: float) -> int:
         """Units with fewer hits than this are removed: ``floor(prune_rate * seen)``."""
@@ -142,9 +170,15 @@ def cycle_phase(epoch: int, cycle_epochs: int) -> tuple[int, bool]:
     return cycle, cycle % 2 == 0
 
 
+def authors_reset_now(epoch: int, cycle_epochs: int) -> bool:
+    """``reset="authors"``: the C# (``Mnist.cs``) zeroes Adam's moments after each of the parts of an epoch
+    (``prunes_per_epoch``) when ``(epoch + 1) % cycle_epochs == 0``: in the last epoch of every cycle."""
+    return (epoch + 1) % cycle_epochs == 0
+
+
 def reset_optimizer_state(optimizer: torch.optim.Optimizer) -> None:
-    """``reset="moments"``: zero every state tensor (Adam's moments, AdaGrad's sums) but keep
-    the step count, as the authors' C# did at each cycle start."""
+    """``reset="moments"`` / ``"authors"``: zero every state tensor (Adam's moments, AdaGrad's sums) but keep
+    the step count, as the authors' C# ``Adam.Prepare`` does."""
     for state in optimizer.state.values():
         for key, v in state.items():
             if key != "step" and torch.is_tensor(v):
@@ -220,7 +254,7 @@ class Simplifier:
             if not isinstance(layer, MePropLinear):
                 raise ValueError(f"meSimp needs MePropLinear hidden layers, got {type(layer).__name__}")
         dev = self.layers[0].weight.device
-        self.records = [ActivityRecord(l.out_features, record, count_zero_hits, dev) for l in self.layers]
+        self.records = [ActivityRecord(l.out_features, record, count_zero_hits, dev, l.k_effective) for l in self.layers]
         self.unit_ids = [torch.arange(l.out_features, device=dev) for l in self.layers]
         self.alive = [torch.ones(l.out_features, dtype=torch.bool, device=dev) for l in self.layers]
         for layer, rec in zip(self.layers, self.records):
@@ -255,6 +289,7 @@ class Simplifier:
                     self.unit_ids[i] = self.unit_ids[i][idx]
                     self.alive[i] = torch.ones(idx.numel(), dtype=torch.bool, device=idx.device)
                     self.records[i].hits = self.records[i].hits[idx]
+                    self.records[i].positions = self.unit_ids[i]
             else:
                 newly = self.alive[i] & ~keep
                 removed = int(newly.sum())

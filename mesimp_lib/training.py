@@ -21,15 +21,15 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from .meprop import KERNELS, MODES, WEIGHT_GRADS, resolve_k
+from .meprop import KERNELS, MODES, WEIGHT_GRADS, config_weight_grad, resolve_k
 from .meact import STATISTICS, MeAct
-from .mesimp import REALISATIONS, RECORDS, RESETS, Simplifier, cycle_phase, reset_optimizer_state
+from .mesimp import REALISATIONS, RECORDS, RESETS, Simplifier, authors_reset_now, cycle_phase, reset_optimizer_state
 from .results import environment, finite_or_none
 from .validate import (SEED_MAX, ArgumentError, check_bool, check_choice, check_device, check_float, check_int,
                        check_sizes, plain_number)
-from .tasks.mnist import MLP, accuracy, load_mnist
+from .tasks.mnist import INITS, MLP, accuracy, init_weights, load_mnist
 
-__all__ = ["METHODS", "OPTIMIZERS", "TrainConfig", "build_model", "make_optimizer", "train"]
+__all__ = ["AUTHORS", "AUTHORS_MESIMP", "METHODS", "OPTIMIZERS", "TrainConfig", "build_model", "make_optimizer", "train"]
 
 METHODS = ("dense", "meprop", "random", "mesimp", "meact")
 OPTIMIZERS = ("adam", "adagrad", "sgd", "lazy_adam", "lazy_sgd")
@@ -40,6 +40,12 @@ NLP_FIELDS = ("tagset", "embed_dim", "min_count", "activation")
 MESIMP_FIELDS = ("prune_rate", "cycle_epochs", "prunes_per_epoch", "realisation", "reset", "record",
                  "count_zero_hits", "min_units")
 MEACT_FIELDS = ("meact_start_epoch", "meact_threshold", "meact_statistic")
+LOSS_REDUCTIONS = ("mean", "sum")
+# authors=True: the authors' C# MNIST configuration (METHODS.md 1b and 2, read from lancopku/meProp's C#);
+# the dev set is always the first 5,000 training images
+AUTHORS = dict(init="csharp", loss_reduction="sum", grad_clip=5.0, optimizer="adam", lr=1e-3, evals_per_epoch=8)
+AUTHORS_MESIMP = dict(batch_size=100, k=160, prune_rate=0.1, cycle_epochs=5, prunes_per_epoch=8, reset="authors",
+                      count_zero_hits=True)  # and for method="mesimp" (its released default.json)
 
 
 @dataclass
@@ -61,10 +67,15 @@ class TrainConfig:
     batch_size: int = 10  # the ICML C# code: 10; authors' PyTorch: 50; meSimp: 100
     evals_per_epoch: int = 5  # dev (and test) evaluations per epoch
     grad_clip: float | None = None  # element-wise gradient clip (meSimp config: 5)
+    init: str = "default"  # default (nn.Linear's) | csharp (authors' C#: W ~ N(0, sqrt(6/(fan_in+fan_out))), b = 0) | pytorch_old (their old PyTorch port: W, b ~ U(+-1/sqrt(fan_out)))
+    loss_reduction: str = "mean"  # mean | sum (the gradient summed over the mini-batch, as the C#; the reported loss stays a mean)
+    # authors=True: the authors' C# configuration (AUTHORS, and AUTHORS_MESIMP for mesimp) for every field left at
+    # its plain default; a field given another value keeps it (so the plain default itself cannot be asked for)
+    authors: bool = False
     seed: int = 1  # seeds init, shuffling, dropout and random-k inside the call
     threads: int = 1  # torch threads during the run (1 = reproducible digits)
     train_limit: int | None = None  # use only the first N training images (quick runs)
-    weight_grad: str = "buffer"  # how meProp hands dW to the optimizer (see meprop.py); sparse + lazy_adam is fastest
+    weight_grad: str | None = None  # how meProp hands dW to the optimizer: dense (any optimizer) | sparse (SGD, lazy_*); None = sparse with a lazy optimizer, else dense; a stored "buffer" reads as dense
     kernel: str = "torch"  # meProp backward: torch | fused (native C++, error if unavailable) | auto | native
     rows_every: int = 50  # measure rows really changed by the optimizer every N steps (0 = never)
     device: str = "cpu"  # "cpu" or "cuda"
@@ -73,9 +84,9 @@ class TrainConfig:
     cycle_epochs: int = 5  # epochs per cycle; even cycles prune, odd cycles only train
     prunes_per_epoch: int = 8  # prune steps per epoch in a pruning cycle
     realisation: str = "physical"  # physical (delete rows/columns) | mask (hold at zero)
-    reset: str = "fresh"  # optimizer at each cycle start: fresh (new) | moments (zero, keep step)
+    reset: str = "fresh"  # optimizer at each cycle start: fresh (new) | moments (zero, keep step) | authors (zero, keep step, after each part of the last epoch of every cycle, as the C#)
     record: str = "per_example"  # meSimp hit counting: per_example | unified
-    count_zero_hits: bool = False  # count selected units whose gradient is exactly 0
+    count_zero_hits: bool = False  # count the zero-gradient fillers the C# top-k heap keeps (rows with < k non-zeros)
     min_units: int = 1  # a prune never leaves a layer smaller than this
     # meAct (method="meact"; a reconstruction, METHODS.md section 3; dense backprop otherwise)
     meact_start_epoch: int = 5  # epochs of normal training before active-path finding starts
@@ -91,10 +102,15 @@ class TrainConfig:
         def bad(name, allowed):
             raise ArgumentError(f"{name}={getattr(self, name)!r} is not allowed; allowed: {allowed}", name)
 
+        check_bool("authors", self.authors)
+        if self.authors:
+            self._apply_authors()
+        self.weight_grad = config_weight_grad(self.weight_grad, self.lazy)  # None: by optimizer; "buffer": dense
         for name, allowed in (("task", TASKS), ("method", METHODS), ("mode", MODES), ("optimizer", OPTIMIZERS),
                               ("weight_grad", WEIGHT_GRADS), ("kernel", KERNELS), ("realisation", REALISATIONS),
                               ("reset", RESETS), ("record", RECORDS), ("meact_statistic", STATISTICS),
-                              ("tagset", TAGSETS)):
+                              ("tagset", TAGSETS), ("init", INITS),
+                              ("loss_reduction", LOSS_REDUCTIONS)):
             check_choice(name, getattr(self, name), allowed)
         check_choice("activation", self.activation, ACTIVATIONS, optional=True)
         for name in ("rescale", "count_zero_hits"):
@@ -121,11 +137,13 @@ class TrainConfig:
         resolve_k(self.k, max(self.hidden) if isinstance(self.hidden, list) else self.hidden)
         resolve_k(self.k_out, 10, "k_out")
         self.k, self.k_out = plain_number(self.k), plain_number(self.k_out)
+        if self.task != "mnist" and (self.init != "default" or self.loss_reduction != "mean"):
+            bad("task", "'mnist' with init / loss_reduction other than the defaults (implemented for the MNIST MLP)")
         if self.task != "mnist" and self.method not in ("dense", "meprop", "random", "mesimp"):
             bad("method", "dense, meprop, random, mesimp (meAct is implemented for the MNIST MLP only)")
         if self.weight_grad == "sparse" and self.optimizer not in ("sgd", "lazy_adam", "lazy_sgd"):
             bad("optimizer", "sgd, lazy_adam or lazy_sgd with weight_grad='sparse' (Adam and AdaGrad need a dense "
-                "gradient: use weight_grad='buffer')")
+                "gradient: use weight_grad='dense')")
         if self.weight_grad == "sparse" and self.grad_clip is not None:
             bad("grad_clip", "None with weight_grad='sparse' (element-wise clipping needs a dense gradient)")
         if self.task == "pos" and self.kernel != "torch":
@@ -134,6 +152,17 @@ class TrainConfig:
         if self.task != "mnist" and self.lazy and self.grad_clip is not None:
             bad("grad_clip", f"None with a lazy optimizer on task={self.task!r} (its embeddings then have row-sparse "
                 "gradients, which element-wise clipping cannot take)")
+
+    def _apply_authors(self) -> None:
+        """authors=True: the preset values for every field still at its plain default (see ``AUTHORS``)."""
+        if self.task != "mnist":
+            raise ValueError(f"authors=True is the authors' MNIST configuration; task={self.task!r} is not allowed "
+                             "with it (allowed: 'mnist')")
+        plain = {f.name: f.default for f in fields(TrainConfig)}
+        preset = {**AUTHORS, **(AUTHORS_MESIMP if self.method == "mesimp" else {})}
+        for name, value in preset.items():
+            if getattr(self, name) == plain[name]:
+                setattr(self, name, value)
 
     @property
     def hidden_k(self):
@@ -318,6 +347,7 @@ def fit(config: TrainConfig, model: nn.Module, *, epoch_batches, steps_per_epoch
             bar.set_postfix(dev=f"{point['dev_acc']:.4f}", refresh=False)
 
     simp = simplifier
+    resets: list[int] = []  # steps after which reset="authors" zeroed the optimizer's moments
     widths_history: list[dict] = []
     n_params_start = sum(p.numel() for p in model.parameters())
     if simp is not None:
@@ -348,7 +378,7 @@ def fit(config: TrainConfig, model: nn.Module, *, epoch_batches, steps_per_epoch
         pruning = False
         if simp is not None:
             _, pruning = cycle_phase(epoch, config.cycle_epochs)
-            if epoch > 0 and epoch % config.cycle_epochs == 0:  # a new cycle: re-initialise the optimizer
+            if epoch > 0 and epoch % config.cycle_epochs == 0 and config.reset != "authors":  # a new cycle
                 if config.reset == "fresh":
                     opt = make_optimizer(config, model.parameters())
                 else:
@@ -381,7 +411,7 @@ def fit(config: TrainConfig, model: nn.Module, *, epoch_batches, steps_per_epoch
                 updates.append({"step": step, "epoch": round(epoch + i / steps_per_epoch, 4),
                                 "mean_abs_update": change / sum(q.numel() for q in before_all)})
             step += 1
-            loss_sum += loss.item()
+            loss_sum += loss.item() / (len(batch) if config.loss_reduction == "sum" else 1)  # reported as a mean
             loss_n += 1
             bar.update(1)
             evaluating = (i + 1) % eval_every == 0 or i + 1 == steps_per_epoch
@@ -389,6 +419,10 @@ def fit(config: TrainConfig, model: nn.Module, *, epoch_batches, steps_per_epoch
                 prune(epoch + (i + 1) / steps_per_epoch, evaluating)
             elif evaluating:
                 evaluate_point(epoch + (i + 1) / steps_per_epoch)
+            if simp is not None and config.reset == "authors" and i in prune_after and authors_reset_now(
+                    epoch, config.cycle_epochs):
+                reset_optimizer_state(opt)  # the C#: after each part of the last epoch of a cycle
+                resets.append(step)
         epoch_s.append(round(time.perf_counter() - t_epoch - (timer.totals["eval_s"] - eval_before), 3))
     bar.close()
     total_s = time.perf_counter() - t_total
@@ -407,6 +441,8 @@ def fit(config: TrainConfig, model: nn.Module, *, epoch_batches, steps_per_epoch
             "average_width": round(sum(simp.widths) / len(simp.widths), 2),
             "params": {"start": n_params_start, "final": n_params, "ratio": round(n_params / n_params_start, 4)},
         }
+        if config.reset == "authors":
+            extra["optimizer_resets"] = resets
     if return_model:
         extra["model"] = model
     return {
@@ -503,8 +539,10 @@ def _train(config: TrainConfig, data, progress: bool, on_eval, return_model: boo
     steps_per_epoch = math.ceil(n / config.batch_size)
     hidden = list(model.hidden)
 
+    init_weights(model, config.init)  # "default" leaves nn.Linear's init
+
     def loss_fn(idx):
-        return F.cross_entropy(model(train_x[idx]), train_y[idx])
+        return F.cross_entropy(model(train_x[idx]), train_y[idx], reduction=config.loss_reduction)
 
     def evaluate():
         return {"dev_acc": accuracy(model, data.dev_x, data.dev_y), "test_acc": accuracy(model, data.test_x, data.test_y)}

@@ -13,8 +13,9 @@ torch.set_num_threads(1)
 
 
 def net(k=3, mode="unified"):
+    """The first layer hands over a row-sparse gradient (the lazy optimizers' input); the output layer a dense one."""
     torch.manual_seed(0)
-    return nn.Sequential(MePropLinear(8, 20, k, mode), nn.ReLU(), MePropLinear(20, 4))
+    return nn.Sequential(MePropLinear(8, 20, k, mode, weight_grad="sparse"), nn.ReLU(), MePropLinear(20, 4))
 
 
 def batch(seed):
@@ -22,13 +23,14 @@ def batch(seed):
     return torch.randn(6, 8, generator=gen), torch.randint(0, 4, (6,), generator=gen)
 
 
-def test_grad_rows_come_from_the_buffer():
+def test_grad_rows_come_from_the_row_sparse_gradient():
     m = net()
     x, y = batch(0)
     F.cross_entropy(m(x), y).backward()
     rows = grad_rows(m[0].weight)
     assert rows.tolist() == sorted(m[0].stats.last_indices.tolist())
     assert grad_rows(m[0].bias) is None  # no row information: dense update
+    assert grad_rows(m[2].weight) is None  # the default dense weight gradient: every row
 
 
 def test_lazy_adam_freezes_idle_rows_and_matches_adam_on_active_rows():
@@ -44,7 +46,7 @@ def test_lazy_adam_freezes_idle_rows_and_matches_adam_on_active_rows():
         st = opt.state.get(w)
         m_before = st["exp_avg"].clone() if st else torch.zeros_like(w)
         v_before = st["exp_avg_sq"].clone() if st else torch.zeros_like(w)
-        g = w.grad.clone()
+        g = w.grad.to_dense()
         opt.step()
         idle = torch.ones(20, dtype=torch.bool)
         idle[rows] = False
@@ -56,6 +58,24 @@ def test_lazy_adam_freezes_idle_rows_and_matches_adam_on_active_rows():
         vv = 0.999 * v_before[rows] + 0.001 * g[rows] ** 2
         ref = before[rows] - 1e-2 * (mm / (1 - 0.9**t)) / ((vv / (1 - 0.999**t)).sqrt() + 1e-8)
         torch.testing.assert_close(w.detach()[rows], ref)
+
+
+@pytest.mark.parametrize("native", [None, False])
+def test_lazy_adam_with_zero_grad_keeping_tensors_moves_only_rows_with_a_gradient(native):
+    """zero_grad(set_to_none=False) keeps a zeroed (empty) sparse gradient: the next step's rows are only those of
+    the new backward, idle rows and their moments stay frozen (the removed buffer form got this wrong)."""
+    m = net()
+    opt = LazyAdam(m.parameters(), lr=1e-2, native=native)
+    w = m[0].weight
+    for s in range(4):
+        x, y = batch(s)
+        opt.zero_grad(set_to_none=False)
+        F.cross_entropy(m(x), y).backward()
+        rows = set(m[0].stats.last_indices.tolist())
+        before = w.detach().clone()
+        opt.step()
+        changed = set((w.detach() != before).any(1).nonzero().flatten().tolist())
+        assert changed <= rows and changed
 
 
 def trained_params(model, opt_cls, lr, steps=4):
@@ -84,6 +104,13 @@ def test_lazy_sgd_equals_sgd(mode):
         torch.testing.assert_close(p, q)
 
 
+def test_lazy_optimizers_get_the_row_sparse_weight_gradient_by_default():
+    assert TrainConfig().weight_grad == "dense"
+    assert TrainConfig(optimizer="lazy_adam").weight_grad == TrainConfig(optimizer="lazy_sgd").weight_grad == "sparse"
+    assert TrainConfig(optimizer="lazy_adam", weight_grad="dense").weight_grad == "dense"  # asked for: every row
+    assert "--weight-grad sparse" in TrainConfig(method="meprop", k=20, optimizer="lazy_adam").to_cli()
+
+
 def test_trainer_lazy_adam_changes_only_rows_with_gradient():
     r = train(TrainConfig(method="meprop", mode="unified", k=2, hidden=64, epochs=1, train_limit=300,
                           batch_size=10, rows_every=5, optimizer="lazy_adam"), progress=False)
@@ -101,8 +128,8 @@ def _native_available():
 @pytest.mark.skipif(not _native_available(), reason="native kernels cannot be built here")
 @pytest.mark.parametrize("mode", ["per_example", "unified"])
 def test_native_lazy_adam_on_sparse_grads_equals_the_torch_loop(mode):
-    """The fast path (fused kernel, row-sparse dW, one native Adam call) = LazyAdam's PyTorch loop on the
-    buffer path: same rows updated, idle rows and their moments frozen, global step bias correction."""
+    """The fast path (fused kernel, row-sparse dW, one native Adam call) = LazyAdam's PyTorch loop: same rows
+    updated, idle rows and their moments frozen, global step bias correction."""
 
     def run(kernel, weight_grad, native):
         torch.manual_seed(0)
@@ -129,7 +156,7 @@ def test_native_lazy_adam_on_sparse_grads_equals_the_torch_loop(mode):
 
     # same kernel on both sides: with ReLU zeros, which zero-gradient entries fill a top-k set is a tie
     # (torch.topk and the kernel break it differently), and a lazy optimizer moves the rows it lists
-    for p, q in zip(run("fused", "sparse", True), run("fused", "buffer", False)):
+    for p, q in zip(run("fused", "sparse", True), run("fused", "sparse", False)):
         torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
 
 

@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 from mesimp_lib import MePropLinear, meprop_linear, resolve_k
+from mesimp_lib.fused import kernels as fused_kernels
 from mesimp_lib.meprop import select_per_example, select_unified
 
 torch.set_num_threads(1)
@@ -97,7 +98,7 @@ def test_bad_weight_grad_and_sizes():
     n_out=st.integers(1, 14),
     k=st.integers(0, 16),
     mode=st.sampled_from(["per_example", "unified", "random"]),
-    weight_grad=st.sampled_from(["buffer", "dense", "sparse"]),
+    weight_grad=st.sampled_from(["dense", "sparse"]),
     compact=st.sampled_from([0.0, 0.5, 1.0]),
     seed=st.integers(0, 10_000),
 )
@@ -165,6 +166,30 @@ def test_random_mode_uses_k_distinct_indices_and_no_rescale():
     assert not torch.equal(layer.stats.last_indices.sort(1).values, idx.sort(1).values)
 
 
+@pytest.mark.parametrize("mode", ["per_example", "unified"])
+@pytest.mark.parametrize("kernel", ["torch", "fused", "native"])
+def test_rescale_is_refused_outside_random_mode(mode, kernel):
+    """rescale means one thing: random-k's entries times width/k; top-k modes refuse it (every kernel, the LSTM,
+    the functional form), also when set after construction."""
+    from mesimp_lib.lstm import MePropLSTM
+
+    if kernel != "torch" and fused_kernels() is None:
+        pytest.skip("native kernels unavailable")
+    x = torch.randn(2, 4, requires_grad=True)
+    with pytest.raises(ValueError, match=f"rescale=True applies to mode='random' only.*mode='{mode}'"):
+        MePropLinear(4, 6, 2, mode, rescale=True, kernel=kernel)(x)
+    layer = MePropLinear(4, 6, 2, "random", rescale=True, kernel=kernel)
+    layer(x).sum().backward()  # random: fine
+    layer.mode = mode
+    with pytest.raises(ValueError, match="rescale=True applies to mode='random' only"):
+        layer(x)
+    if kernel != "native":
+        with pytest.raises(ValueError, match="rescale=True applies to mode='random' only"):
+            MePropLSTM(4, 3, 1, mode, rescale=True, kernel=kernel)(x.reshape(1, 2, 4))
+    with pytest.raises(ValueError, match="rescale=True applies to mode='random' only"):
+        meprop_linear(x, torch.randn(6, 4), None, 2, mode, rescale=True)
+
+
 def test_random_rescale():
     torch.manual_seed(4)
     layer = MePropLinear(5, 12, k=3, mode="random", rescale=True).double()
@@ -174,10 +199,11 @@ def test_random_rescale():
     torch.testing.assert_close(gx, rx)
 
 
+@pytest.mark.parametrize("compact", [0.0, 1.0])  # per example: masked products, or the union's columns
 @pytest.mark.parametrize("mode", ["per_example", "unified"])
-def test_sparsify_bias(mode):
+def test_sparsify_bias(mode, compact):
     torch.manual_seed(5)
-    layer = MePropLinear(5, 9, k=3, mode=mode, sparsify_bias=True).double()
+    layer = MePropLinear(5, 9, k=3, mode=mode, sparsify_bias=True, compact_threshold=compact).double()
     x, g = torch.randn(4, 5, dtype=torch.float64), torch.randn(4, 9, dtype=torch.float64)
     _, _, gb = run_layer(layer, x, g)
     _, _, gk = masked_reference(x, layer.weight.detach(), g, 3, mode)
@@ -195,46 +221,41 @@ def test_leading_dimensions():
     torch.testing.assert_close(x.grad.reshape(6, 4), rx)
 
 
-# ----------------------------------------------------------------------------- weight-gradient buffer
+# ----------------------------------------------------------------------------- weight-gradient forms
 
 
-def _train_steps(weight_grad, mode, set_to_none, steps=6, accumulate=False):
-    torch.manual_seed(0)
-    net = nn.Sequential(MePropLinear(8, 16, 3, mode, weight_grad=weight_grad), nn.ReLU(), MePropLinear(16, 4))
-    opt = torch.optim.Adam(net.parameters(), lr=1e-2)
-    gen = torch.Generator().manual_seed(1)
-    for _ in range(steps):
-        opt.zero_grad(set_to_none=set_to_none)
-        for _ in range(2 if accumulate else 1):
-            x = torch.randn(5, 8, generator=gen)
-            y = torch.randint(0, 4, (5,), generator=gen)
-            F.cross_entropy(net(x), y).backward()
-        opt.step()
-    return [p.detach().clone() for p in net.parameters()]
+def test_buffer_form_is_refused_and_stored_configs_read_it_as_dense():
+    with pytest.raises(ValueError, match="weight_grad='buffer' was removed.*'dense'"):
+        MePropLinear(4, 5, 2, weight_grad="buffer")
+    layer = MePropLinear(4, 5, 2)
+    assert layer.weight_grad == "dense"
+    layer.weight_grad = "buffer"  # set after construction: refused at the next forward
+    with pytest.raises(ValueError, match="was removed"):
+        layer(torch.randn(2, 4, requires_grad=True))
+    from mesimp_lib.training import TrainConfig
+
+    assert TrainConfig(weight_grad="buffer") == TrainConfig(weight_grad="dense") == TrainConfig()
 
 
-@pytest.mark.parametrize("mode", ["per_example", "unified"])
-@pytest.mark.parametrize("set_to_none", [True, False])
-@pytest.mark.parametrize("accumulate", [False, True])
-def test_buffer_training_equals_dense_gradients(mode, set_to_none, accumulate):
-    a = _train_steps("buffer", mode, set_to_none, accumulate=accumulate)
-    b = _train_steps("dense", mode, set_to_none, accumulate=accumulate)
-    for p, q in zip(a, b):
-        torch.testing.assert_close(p, q, rtol=1e-6, atol=1e-7)
-
-
-def test_buffer_reuses_one_tensor_and_rezeroes_rows():
-    layer = MePropLinear(6, 20, k=2, mode="unified")
-    x = torch.randn(3, 6)
-    layer(x).sum().backward()
-    first = layer.weight.grad
-    rows1 = set((first.abs().sum(1) != 0).nonzero().flatten().tolist())
-    layer.weight.grad = None
-    layer(x * -1 + 0.5).pow(3).sum().backward()
-    assert layer.weight.grad is first  # the same buffer, no new [out, in] tensor
-    rows2 = set((first.abs().sum(1) != 0).nonzero().flatten().tolist())
-    assert rows2 == set(layer.stats.last_indices.tolist())  # old rows were re-zeroed
-    assert len(rows1) <= 2 and len(rows2) <= 2
+@pytest.mark.parametrize("kernel", ["torch", "fused", "native"])
+@pytest.mark.parametrize("mode", ["per_example", "random"])
+def test_sparse_weight_grad_holds_exactly_the_selected_rows(kernel, mode):
+    """The union of the batch's selections passes half the width (the torch kernel's masked products): the
+    row-sparse gradient still holds only the selected rows, as the fused and native kernels do."""
+    if kernel != "torch" and fused_kernels() is None:
+        pytest.skip("native kernels unavailable")
+    torch.manual_seed(3)
+    layer = MePropLinear(6, 40, 3, mode, kernel=kernel, weight_grad="sparse").double()
+    x = torch.randn(12, 6, dtype=torch.float64, requires_grad=True)
+    g = torch.randn(12, 40, dtype=torch.float64)
+    layer(x).backward(g)
+    sel = layer.stats.last_indices
+    union = sorted(set(sel.reshape(-1).tolist()))
+    assert 20 < len(union) < 40  # past the compaction threshold, not every row
+    gw = layer.weight.grad.coalesce()
+    assert gw._indices()[0].tolist() == union
+    rx, rw, _ = masked_reference(x.detach(), layer.weight.detach(), g, 3, mode, idx=sel)
+    torch.testing.assert_close(gw.to_dense(), rw)
 
 
 def test_sparse_weight_grad_with_sgd():
@@ -354,7 +375,7 @@ fused = pytest.mark.skipif(not _fused_available(), reason="native kernels cannot
     mode=st.sampled_from(["per_example", "unified", "random"]),
     rescale=st.booleans(),
     sparsify_bias=st.booleans(),
-    weight_grad=st.sampled_from(["buffer", "sparse", "dense"]),
+    weight_grad=st.sampled_from(["sparse", "dense"]),
     seed=st.integers(0, 10_000),
 )
 def test_fused_kernels_equal_masked_reference(b, n_in, n_out, k, mode, rescale, sparsify_bias, weight_grad, seed):
@@ -439,7 +460,7 @@ def test_fused_kernels_wide_layers_equal_masked_reference(dtype, mode, b, n_in, 
     gen = torch.Generator().manual_seed(b + n_in)
     x = torch.randn(b, n_in, dtype=dtype, generator=gen)
     g = torch.randn(b, n_out, dtype=dtype, generator=gen)
-    for weight_grad in ("sparse", "buffer"):
+    for weight_grad in ("sparse", "dense"):
         layer = MePropLinear(n_in, n_out, k, mode, kernel="fused", weight_grad=weight_grad, dtype=dtype)
         gx, gw, gb = run_layer(layer, x, g)
         rx, rw, gk = masked_reference(x, layer.weight.detach(), g, k, mode)
@@ -460,7 +481,7 @@ def test_fused_training_equals_torch_path(mode, set_to_none):
         gen = torch.Generator().manual_seed(1)
         for _ in range(6):
             opt.zero_grad(set_to_none=set_to_none)
-            for _ in range(2):  # gradient accumulation goes through the buffer too
+            for _ in range(2):  # gradient accumulation through autograd
                 F.cross_entropy(net(torch.randn(5, 8, generator=gen)), torch.randint(0, 4, (5,), generator=gen)).backward()
             opt.step()
         return [p.detach() for p in net.parameters()]

@@ -195,8 +195,9 @@ def test_native_stats_reset_and_eval():
 
 
 def test_native_unsupported_settings_raise():
-    with pytest.raises(ValueError, match="weight_grad='sparse'"):
-        MePropLinear(4, 5, 2, kernel="native")  # the default "buffer" is not native
+    assert MePropLinear(4, 5, 2, kernel="native").weight_grad == "dense"  # the default runs natively
+    with pytest.raises(ValueError, match="weight_grad='buffer' was removed"):
+        MePropLinear(4, 5, 2, kernel="native", weight_grad="buffer")
     layer = MePropLinear(4, 5, 2, kernel="native", weight_grad="sparse", dtype=torch.bfloat16)
     with pytest.raises(ValueError, match="CPU float32/float64"):
         layer(torch.randn(2, 4, dtype=torch.bfloat16, requires_grad=True))
@@ -519,3 +520,4 @@ def test_no_work_node_returns_no_gradient():
     assert y.shape == (3, 7) and not y.any() and y.requires_grad
     y.sum().backward()
     assert w.grad is None
+

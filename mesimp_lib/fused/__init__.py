@@ -4,13 +4,29 @@
 compiler or ninja, a non-CPU build...); the pure-PyTorch path in ``meprop.py`` is then used. One
 log line (logger ``mesimp_lib.fused``) says which path is active. Set ``MESIMP_FUSED=0`` to force
 the pure-PyTorch path.
+
+The build cache: one folder per build key under ``$TORCH_EXTENSIONS_DIR`` (else
+``~/.cache/mesimp_lib/native``), named ``mesimp_fused_<key>`` where the key hashes the sources, the
+compiler flags, the torch and Python versions, the CPU's feature flags (the code is built with
+``-march=native``) and this checkout's path, so a checkout never loads kernels compiled from other
+sources or for another CPU. After a build the shared object's sha256 is written next to it; a
+shared object without that record, or whose bytes differ from it (a foreign, stale or half-written
+file), is deleted and rebuilt. Builders take a lock file holding their pid: a lock left by a dead
+process (a killed first build) is removed; one held by a live process longer than
+``MESIMP_BUILD_WAIT`` seconds (default 900) makes this process fall back to pure PyTorch, with a
+log message, instead of waiting forever.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
+import platform
+import shutil
+import sys
 import threading
+import time
 from pathlib import Path
 
 log = logging.getLogger("mesimp_lib.fused")
@@ -37,7 +53,7 @@ def kernels():
                 # no -ffast-math: the Adam step must round like torch.optim.Adam; -fno-math-errno lets the
                 # compiler vectorise sqrt
                 flags = ["-O3", "-march=native", "-mprefer-vector-width=512", "-fno-math-errno"]
-                module = load(name="mesimp_meprop_fused", sources=srcs, extra_cflags=flags, verbose=False)
+                module = _load_cached(load, srcs, flags)
             except Exception as e:  # noqa: BLE001 - any build failure means: use the fallback
                 why = f"{type(e).__name__}: {str(e).strip().splitlines()[-1] if str(e).strip() else ''}"
         _state["module"] = module
@@ -50,3 +66,122 @@ def status() -> str:
     """Which backward path is in use: 'fused C++ kernels' or 'pure PyTorch (reason)'."""
     kernels()
     return _state["status"]
+
+
+# --------------------------------------------------------------------------- build cache
+
+LOCK = "mesimp_build.lock"  # our lock (pid inside); torch's own lock file in the same folder is "lock"
+
+
+class BuildLockTimeout(RuntimeError):
+    """Another live process held the build lock longer than MESIMP_BUILD_WAIT seconds."""
+
+
+def _cpu_flags() -> str:
+    """The CPU's feature flags (Linux /proc/cpuinfo), else the processor's name."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith(("flags", "Features")):
+                return " ".join(sorted(line.split(":", 1)[1].split()))
+    except OSError:
+        pass
+    return f"{platform.machine()} {platform.processor()}"
+
+
+def build_key(srcs: list[str], flags: list[str]) -> str:
+    """A hash of everything the compiled code depends on: sources, flags, torch and Python versions, CPU
+    feature flags and this checkout's path."""
+    import torch
+
+    h = hashlib.sha256()
+    for src in srcs:
+        h.update(Path(src).read_bytes())
+    parts = [*flags, torch.__version__, str(torch.version.git_version), sys.version, _cpu_flags(),
+             str(Path(__file__).resolve().parent)]
+    h.update("\0".join(parts).encode())
+    return h.hexdigest()[:16]
+
+
+def cache_root() -> Path:
+    env = os.environ.get("TORCH_EXTENSIONS_DIR")
+    return Path(env) if env else Path.home() / ".cache" / "mesimp_lib" / "native"
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def check_built(folder: Path, name: str) -> bool:
+    """Whether ``folder`` holds a shared object this code built (its sha256 recorded after the build). A shared
+    object without the record or with other bytes is deleted with the build's outputs, so it is rebuilt."""
+    so, record = folder / f"{name}.so", folder / f"{name}.so.sha256"
+    if not so.exists():
+        return False
+    if record.exists() and record.read_text().strip() == _sha256(so):
+        return True
+    log.warning("native kernels: %s has no matching build record (foreign or stale); rebuilding", so)
+    for f in folder.iterdir():
+        if f.name != LOCK:
+            shutil.rmtree(f) if f.is_dir() else f.unlink()
+    return False
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():  # a lock with our own pid was left by an earlier process (pid reused): this process
+        return False  # builds under the module's thread lock, never twice at once
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def acquire_lock(folder: Path, wait_s: float) -> Path:
+    """Take the build lock of ``folder`` (a file holding our pid). A lock whose process is dead is stale: it is
+    removed, with torch's own lock file. Raises BuildLockTimeout after ``wait_s`` seconds of a live holder."""
+    lock = folder / LOCK
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            try:
+                pid = int(lock.read_text().strip() or 0)
+            except (OSError, ValueError):
+                pid = 0
+            if pid and not _pid_alive(pid) or not pid and time.monotonic() > deadline:
+                log.warning("native kernels: removing a stale build lock in %s (pid %s is not running)", folder,
+                            pid or "unknown")
+                lock.unlink(missing_ok=True)
+                (folder / "lock").unlink(missing_ok=True)  # torch's FileBaton, left by the same killed build
+                continue
+            if time.monotonic() > deadline:
+                raise BuildLockTimeout(f"the build lock {lock} is held by the running process {pid} for over "
+                                       f"{wait_s:.0f} s (MESIMP_BUILD_WAIT)")
+            time.sleep(0.2)
+            continue
+        with os.fdopen(fd, "w") as f:
+            f.write(str(os.getpid()))
+        # we hold our lock, so a torch lock file here was left by a killed build (every builder takes ours first)
+        (folder / "lock").unlink(missing_ok=True)
+        return lock
+
+
+def _load_cached(load, srcs: list[str], flags: list[str]):
+    """Build (or reuse) the kernels in this build key's own folder, under the pid lock, and import them."""
+    name = f"mesimp_fused_{build_key(srcs, flags)}"
+    folder = cache_root() / name
+    folder.mkdir(parents=True, exist_ok=True)
+    lock = acquire_lock(folder, float(os.environ.get("MESIMP_BUILD_WAIT", "900")))
+    try:
+        check_built(folder, name)
+        module = load(name=name, sources=srcs, extra_cflags=flags, build_directory=str(folder), verbose=False)
+        so = folder / f"{name}.so"
+        tmp = so.with_name(so.name + ".sha256.tmp")
+        tmp.write_text(_sha256(so))
+        os.replace(tmp, so.with_name(so.name + ".sha256"))  # atomic: never a half-written record
+        return module
+    finally:
+        lock.unlink(missing_ok=True)

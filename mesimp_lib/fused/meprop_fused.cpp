@@ -9,7 +9,8 @@
 //              either accumulated into the caller's dense [out, in] buffer, or written compactly as
 //              (rows (U,), values (U, in)) for the union U of the selected rows (no dense buffer at all)
 //     db       = g.sum(0) (or the kept entries only, sparsify_bias)
-//     counts  += 1 per selected entry (non-zero ones unless count_zero_hits), the meSimp/stats record
+//     counts  += 1 per selected non-zero entry, the meSimp/stats record; with count_zero_hits (per example) as
+//              the authors' C# heap: a row with fewer than k non-zeros also counts the heap's zero fillers
 // Entries whose kept value is exactly 0 add nothing and are skipped.
 //
 // per_example_backward: the same products for caller-given indices/values into a dense buffer (kept
@@ -320,6 +321,35 @@ inline void column_sums(const T* __restrict g, int64_t N, int64_t out, T* __rest
   }
 }
 
+// count_zero_hits, per-example top-k: the authors' C# heap (TopNHeap.GetAbsTop) keeps, in a row with fewer than
+// k non-zeros, every non-zero and the zeros of positions < k left after the first m in the preorder of the
+// heap's tree (children 2i+1, 2i+2), m = the non-zeros at positions >= k (meprop.heap_fillers derives it).
+// Adds that row's hits to cp and returns true; returns false (nothing added) when the row has >= k non-zeros.
+template <typename T>
+bool heap_filler_hits(const T* row, int64_t out, int64_t k, int64_t* cp) {
+  int64_t nnz = 0, m = 0;
+  for (int64_t j = 0; j < out; ++j) nnz += row[j] != T(0);
+  if (nnz >= k) return false;
+  for (int64_t j = k; j < out; ++j) m += row[j] != T(0);
+  for (int64_t j = 0; j < out; ++j)
+    if (row[j] != T(0)) ++cp[j];
+  static thread_local std::vector<int64_t> stack;
+  stack.assign(1, 0);
+  int64_t skipped = 0;
+  while (!stack.empty()) {
+    const int64_t i = stack.back();
+    stack.pop_back();
+    if (i >= k) continue;
+    if (row[i] == T(0)) {
+      if (skipped < m) ++skipped;
+      else ++cp[i];
+    }
+    stack.push_back(2 * i + 2);
+    stack.push_back(2 * i + 1);
+  }
+  return true;
+}
+
 template <typename T>
 void topk_impl(const torch::Tensor& g, const torch::Tensor& x, const torch::Tensor& W, int64_t k, bool select,
                torch::Tensor& idx, torch::Tensor& kept, double scale, torch::Tensor* dx, torch::Tensor* db,
@@ -343,8 +373,11 @@ void topk_impl(const torch::Tensor& g, const torch::Tensor& x, const torch::Tens
   // 2. the record
   if (counts) {
     int64_t* cp = counts->data_ptr<int64_t>();
-    for (int64_t e = 0; e < N * k; ++e)
-      if (count_zero_hits || kp[e] != T(0)) ++cp[ip[e]];
+    for (int64_t b = 0; b < N; ++b) {
+      if (count_zero_hits && select && heap_filler_hits<T>(gp + b * out, out, k, cp)) continue;
+      for (int64_t t = 0; t < k; ++t)
+        if (count_zero_hits || kp[b * k + t] != T(0)) ++cp[ip[b * k + t]];
+    }
   }
   // 3. bias gradient
   if (db) {

@@ -20,10 +20,10 @@ import torch
 from torch import nn
 from torch.nn.modules import module as _nn_module
 
-from ..meprop import MePropLinear, _fused, resolve_k
+from ..meprop import MePropLinear, _fused, autocast_dtype, refuse_distributed, resolve_k
 from ..validate import check_device, check_float, check_int, check_path, check_size, check_sizes
 
-__all__ = ["MNIST_FILES", "MLP", "MnistData", "accuracy", "data_root", "load_mnist", "read_idx"]
+__all__ = ["INITS", "MNIST_FILES", "MLP", "init_weights", "MnistData", "accuracy", "data_root", "load_mnist", "read_idx"]
 
 # file name -> sha256 of the gzip file as shipped (data/README.md)
 MNIST_FILES = {
@@ -33,6 +33,7 @@ MNIST_FILES = {
     "t10k-labels-idx1-ubyte.gz": "b91679a0acfe4ba0e50a2437a903084cba1f5f92592b016a25a7dfd00455798b",
 }
 DEV_SIZE = 5000
+INITS = ("default", "csharp", "pytorch_old")
 
 
 def data_root() -> Path:
@@ -257,8 +258,8 @@ class MLP(nn.Module):
     def _native_call(self, x: torch.Tensor):
         """The cached arguments of ``meprop_mlp_native`` for this model's current state, or None when the
         whole-network node does not apply (see ``_whole_native``)."""
-        if x.dim() != 2 or not torch.is_grad_enabled():
-            return None
+        if x.dim() != 2 or not torch.is_grad_enabled() or autocast_dtype(x.device.type) is not None:
+            return None  # under autocast the layers cast around their own native calls
         key = self._native_key()
         cached = self.__dict__.get("_native_cache")
         if cached is not None and cached[0] == key:
@@ -312,6 +313,7 @@ class MLP(nn.Module):
         if optimizer is None:
             self.__dict__["_backward_opt"] = None
             return
+        refuse_distributed("step_in_backward")
         if not isinstance(optimizer, LazyAdam):
             raise TypeError(f"step_in_backward takes a mesimp_lib.lazy.LazyAdam, not {type(optimizer).__name__}")
         mine = [id(p) for p in self.parameters()]
@@ -332,6 +334,8 @@ class MLP(nn.Module):
                 raise ValueError(f"input has {x.shape[-1]} features in its last dimension; this model expects "
                                  f"in_features={call[0][0].shape[1]}")
             opt = self.__dict__.get("_backward_opt")
+            if opt is not None or call[5]:  # an in-backward step or row-sparse weight gradients
+                refuse_distributed("step_in_backward" if opt is not None else "weight_grad='sparse'")
             if opt is None:
                 hp = []
             else:  # read every step: a scheduler may have changed the learning rate
@@ -352,6 +356,32 @@ class MLP(nn.Module):
             mods += [layer.to_linear(), nn.ReLU()]
         mods.append(self.output.to_linear())
         return nn.Sequential(*mods)
+
+
+@torch.no_grad()
+def init_weights(model: nn.Module, scheme: str = "default") -> None:
+    """Re-initialise every layer of ``model.meprop_layers()`` in place from torch's global RNG.
+
+    default      leave ``nn.Linear``'s init (W, b ~ U(+-1/sqrt(fan_in)); W with a = sqrt(5) Kaiming)
+    csharp       the authors' C# (``GlorotNormalInit``): W ~ Normal(0, sd = sqrt(6 / (fan_in + fan_out))),
+                 the Glorot-uniform bound used as a normal sd (3-4x PyTorch's), bias 0
+    pytorch_old  the authors' old PyTorch port (``modules.Linear``): W and b ~ U(+-1/sqrt(fan_out))
+    """
+    if scheme not in INITS:
+        raise ValueError(f"init={scheme!r} is not allowed; allowed: {', '.join(INITS)}")
+    if scheme == "default":
+        return
+    for layer in model.meprop_layers():
+        fan_out, fan_in = layer.weight.shape
+        if scheme == "csharp":
+            layer.weight.normal_(0.0, (6.0 / (fan_in + fan_out)) ** 0.5)
+            if layer.bias is not None:
+                layer.bias.zero_()
+        else:
+            bound = 1.0 / fan_out**0.5
+            layer.weight.uniform_(-bound, bound)
+            if layer.bias is not None:
+                layer.bias.uniform_(-bound, bound)
 
 
 @torch.no_grad()
