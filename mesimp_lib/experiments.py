@@ -238,7 +238,8 @@ def _footer(suite: str, groups: dict[str, list[dict]]) -> list[str]:
 
 
 def _table_meprop(suite: str, groups: dict[str, list[dict]]) -> list[str]:
-    dense_bwd = {r["config"]["seed"]: r["timing"]["backward_s"] for r in groups.get("dense", [])}
+    # speed ratios only against the dense run of the same seed made on the same kind of machine
+    dense_bwd = {(r["config"]["seed"], r["environment"]["cpu"]): r["timing"]["backward_s"] for r in groups.get("dense", [])}
     lines = [
         "| run | seeds | test acc % (mean ± sd) | best dev % | backprop ratio | backward s / run | "
         "backward speedup vs dense (same seed) | whole run s |",
@@ -246,12 +247,14 @@ def _table_meprop(suite: str, groups: dict[str, list[dict]]) -> list[str]:
     ]
     for name, rs in groups.items():
         seeds = sorted(r["config"]["seed"] for r in rs)
-        ratios = [dense_bwd[r["config"]["seed"]] / r["timing"]["backward_s"] for r in rs if r["config"]["seed"] in dense_bwd]
+        keys = [(r["config"]["seed"], r["environment"]["cpu"]) for r in rs]
+        ratios = [dense_bwd[key] / r["timing"]["backward_s"] for key, r in zip(keys, rs) if key in dense_bwd]
         lines.append(
             f"| {name} | {','.join(map(str, seeds))} | {_mean_sd([r['test_acc'] for r in rs])} | "
             f"{_mean_sd([r['best_dev_acc'] for r in rs])} | {100 * rs[0]['backprop_ratio']:.1f}% | "
             f"{statistics.mean(r['timing']['backward_s'] for r in rs):.1f} | "
-            f"{statistics.mean(ratios):.2f}x | {statistics.mean(r['timing']['total_s'] for r in rs):.0f} |"
+            f"{f'{statistics.mean(ratios):.2f}x' if ratios else '- (no dense run on that machine)'} | "
+            f"{statistics.mean(r['timing']['total_s'] for r in rs):.0f} |"
         )
     return lines + [
         "",
