@@ -257,6 +257,8 @@ def test_authors_preset_explicit_values_win():
     c = TrainConfig(method="mesimp", authors=True, batch_size=50, k=80, init="pytorch_old", grad_clip=1.0)
     assert (c.batch_size, c.k, c.init, c.grad_clip) == (50, 80, "pytorch_old", 1.0)
     assert c.loss_reduction == "sum" and c.reset == "authors"
+    g = TrainConfig(authors=True, optimizer="adagrad")
+    assert g.lr is None and g.learning_rate == 1e-2  # the authors' lr is Adam's
 
 
 @pytest.mark.parametrize("kw,match", [
