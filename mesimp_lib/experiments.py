@@ -72,18 +72,18 @@ def _mesimp_mnist() -> dict[str, TrainConfig]:
 
 def _mesimp_same_size() -> dict[str, TrainConfig]:
     """A dense MLP trained from scratch at the widths meSimp ended with (same seed, same
-    training set-up): the comparison that says whether the simplified model is more than
-    a small model. Needs the mesimp_mnist results first."""
+    training set-up, the authors' for the ``authors-`` runs): the comparison that says whether the
+    simplified model is more than a small model. Needs the mesimp_mnist results first."""
     runs = {}
     for seed in SEEDS:
-        for k in (160, 20):
-            src = results_dir("mesimp_mnist") / f"mesimp-k{k}-s{seed}.json"
+        for source, authors in (("mesimp-k160", False), ("mesimp-k20", False), ("authors-mesimp-k160", True)):
+            src = results_dir("mesimp_mnist") / f"{source}-s{seed}.json"
             if not src.exists():
                 continue
             widths = read_json(src)["final_widths"]
-            runs[f"dense-at-mesimp-k{k}-widths-s{seed}"] = TrainConfig(
-                method="dense", k=None, hidden=list(widths), seed=seed, batch_size=100, epochs=20, grad_clip=5.0
-            )
+            runs[f"dense-at-{source}-widths-s{seed}"] = TrainConfig(
+                method="dense", k=None, hidden=list(widths), seed=seed, batch_size=100, epochs=20, grad_clip=5.0,
+                authors=authors)
     return runs
 
 
@@ -250,7 +250,8 @@ def _footer(suite: str, groups: dict[str, list[dict]]) -> list[str]:
 
 
 def _table_meprop(suite: str, groups: dict[str, list[dict]]) -> list[str]:
-    dense_bwd = {r["config"]["seed"]: r["timing"]["backward_s"] for r in groups.get("dense", [])}
+    # speed ratios only against the dense run of the same seed made on the same kind of machine
+    dense_bwd = {(r["config"]["seed"], r["environment"]["cpu"]): r["timing"]["backward_s"] for r in groups.get("dense", [])}
     lines = [
         "| run | seeds | test acc % (mean ± sd) | best dev % | backprop ratio | backward s / run | "
         "backward speedup vs dense (same seed) | whole run s |",
@@ -258,12 +259,14 @@ def _table_meprop(suite: str, groups: dict[str, list[dict]]) -> list[str]:
     ]
     for name, rs in groups.items():
         seeds = sorted(r["config"]["seed"] for r in rs)
-        ratios = [dense_bwd[r["config"]["seed"]] / r["timing"]["backward_s"] for r in rs if r["config"]["seed"] in dense_bwd]
+        keys = [(r["config"]["seed"], r["environment"]["cpu"]) for r in rs]
+        ratios = [dense_bwd[key] / r["timing"]["backward_s"] for key, r in zip(keys, rs) if key in dense_bwd]
         lines.append(
             f"| {name} | {','.join(map(str, seeds))} | {_mean_sd([r['test_acc'] for r in rs])} | "
             f"{_mean_sd([r['best_dev_acc'] for r in rs])} | {100 * rs[0]['backprop_ratio']:.1f}% | "
             f"{statistics.mean(r['timing']['backward_s'] for r in rs):.1f} | "
-            f"{statistics.mean(ratios):.2f}x | {statistics.mean(r['timing']['total_s'] for r in rs):.0f} |"
+            f"{f'{statistics.mean(ratios):.2f}x' if ratios else '- (no dense run on that machine)'} | "
+            f"{statistics.mean(r['timing']['total_s'] for r in rs):.0f} |"
         )
     return lines + [
         "",
@@ -313,19 +316,19 @@ def _table_mesimp(suite: str, groups: dict[str, list[dict]]) -> list[str]:
 
 def _table_same_size(suite: str, groups: dict[str, list[dict]]) -> list[str]:
     lines = [
-        "| widths from | seed | widths | dense from scratch at these widths, test % | meSimp, test % | "
-        "meSimp minus dense |",
+        "| widths from | seed | widths | dense from scratch at these widths, test % | meSimp at these widths, test % "
+        "(best dev after the last prune) | meSimp minus dense |",
         "|---|---|---|---|---|---|",
     ]
     for name, rs in groups.items():
-        k = re.search(r"mesimp-k(\d+)", name).group(1)
+        source = re.search(r"dense-at-(.*)-widths", name).group(1)
         for r in sorted(rs, key=lambda r: r["config"]["seed"]):
             seed = r["config"]["seed"]
-            src = results_dir("mesimp_mnist") / f"mesimp-k{k}-s{seed}.json"
-            m = read_json(src)["test_acc"] if src.exists() else None
+            src = results_dir("mesimp_mnist") / f"{source}-s{seed}.json"
+            m = _at_final_widths(read_json(src))[1]["test_acc"] if src.exists() else None
             diff = f"{100 * (m - r['test_acc']):+.2f}" if m is not None else "-"
             lines.append(
-                f"| meSimp k={k} | {seed} | {r['config']['hidden']} | {100 * r['test_acc']:.2f} | "
+                f"| {source} | {seed} | {r['config']['hidden']} | {100 * r['test_acc']:.2f} | "
                 f"{'-' if m is None else f'{100 * m:.2f}'} | {diff} |"
             )
     return lines

@@ -161,6 +161,8 @@ class TrainConfig:
         plain = {f.name: f.default for f in fields(TrainConfig)}
         preset = {**AUTHORS, **(AUTHORS_MESIMP if self.method == "mesimp" else {})}
         for name, value in preset.items():
+            if name == "lr" and self.optimizer != "adam":
+                continue  # the authors' lr is Adam's; another optimizer keeps its own default
             if getattr(self, name) == plain[name]:
                 setattr(self, name, value)
 

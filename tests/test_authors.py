@@ -257,6 +257,8 @@ def test_authors_preset_explicit_values_win():
     c = TrainConfig(method="mesimp", authors=True, batch_size=50, k=80, init="pytorch_old", grad_clip=1.0)
     assert (c.batch_size, c.k, c.init, c.grad_clip) == (50, 80, "pytorch_old", 1.0)
     assert c.loss_reduction == "sum" and c.reset == "authors"
+    g = TrainConfig(authors=True, optimizer="adagrad")
+    assert g.lr is None and g.learning_rate == 1e-2  # the authors' lr is Adam's
 
 
 @pytest.mark.parametrize("kw,match", [
@@ -296,3 +298,24 @@ def test_lstm_record_follows_the_heap_in_mask_and_physical_realisations():
         sb.prune(opt_b)
         assert sa.widths == sb.widths
     assert min(sb.widths) <= 4 < max(sb.widths) < 10
+
+
+def test_adam_step_after_a_reset_that_keeps_the_step_count():
+    """The README's diagnosis of the authors' reset: with t kept, the first step after zeroing m and v moves every
+    coordinate with a gradient by lr * 0.1 / sqrt(0.001 / (1 - 0.999^t)) (3.16 lr for a large t), whatever |g|."""
+    from mesimp_lib.mesimp import reset_optimizer_state
+
+    p = torch.nn.Parameter(torch.zeros(4, dtype=torch.float64))
+    opt = torch.optim.Adam([p], lr=1e-3)
+    for _ in range(3):
+        p.grad = torch.tensor([1.0, -1.0, 0.5, 0.0], dtype=torch.float64)
+        opt.step()
+    opt.state[p]["step"].fill_(10_000)  # as late in a run
+    reset_optimizer_state(opt)
+    before = p.detach().clone()
+    p.grad = torch.tensor([1e-3, -50.0, 2.0, 0.0], dtype=torch.float64)
+    opt.step()
+    moved = (p.detach() - before).tolist()
+    expected = 1e-3 * 0.1 / math.sqrt(0.001 / (1 - 0.999**10_001))
+    assert expected == pytest.approx(3.16e-3, rel=2e-3)
+    assert moved[:3] == pytest.approx([-expected, expected, -expected], rel=1e-3) and moved[3] == 0  # eps: 3e-4 at 1e-3
