@@ -108,6 +108,27 @@ def test_unanswered_checks_ask_and_do_not_reveal():
     assert "set meprop_helps" in str(nb04.check_exercise_2(0.2, None))
 
 
+def test_wrong_answers_do_not_reveal_the_answer():
+    torch.manual_seed(3)
+    model = MLP(in_features=8, hidden=[12], layers=1, out_features=3, k=4, dropout=0.0)
+    torch.nn.functional.cross_entropy(model(torch.randn(2, 8)), torch.tensor([0, 2])).backward()
+    total = int(model.hidden[0].stats.counts.sum())
+    fb = nb04.check_exercise_1(model, total + 1)
+    assert not fb and f"({total})" not in str(fb) and f"{total} selections" not in str(fb)
+    fb = nb04.check_exercise_2(0.5, meprop_helps=False)  # a wrong rate: the meProp rows (named by rate) stay hidden
+    assert not fb and "p0.2" not in str(fb) and "0.2" not in str(fb)
+    fb = nb03.check_exercise_2(25)
+    assert not fb and "k/n" not in str(fb) and "0.04" not in str(fb)
+
+
+def test_accuracy_gaps_are_in_points():
+    results = {"dense": _result("dense", acc=0.9), "k20": _result(acc=0.8), "k100": _result(k=100, acc=0.88)}
+    assert "2.00 vs 10.00 points apart" in str(nb00.check_exercise_2(results, closer=True))
+    results = {"t20": _result(k=20, acc=0.83), "r20": _result("random", k=20, acc=0.69),
+               "t100": _result(k=100, acc=0.89), "r100": _result("random", k=100, acc=0.85)}
+    assert "+14.00 points at k=20 and +4.00 points at k=100" in str(nb03.check_exercise_1(results, shrinks=True))
+
+
 @pytest.mark.parametrize("check,args,asks", [
     (nb01.check_exercise_2, (None, None), "set dense_macs"),
     (nb01.check_exercise_3, (torch.randn(5, 12), 3, None), "set unified_rows"),

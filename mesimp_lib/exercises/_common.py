@@ -7,6 +7,11 @@ def pct(x: float) -> str:
     return f"{100 * x:.2f}%"
 
 
+def points(x: float) -> str:
+    """A difference of two accuracies (fractions) in percentage points."""
+    return f"{100 * x:+.2f} points"
+
+
 def run_label(result: dict) -> str:
     """A short description of a ``train`` result: method, k, mode, optimizer."""
     c = result["config"]

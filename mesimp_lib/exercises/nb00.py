@@ -59,7 +59,8 @@ def check_exercise_2(results: dict, closer: bool | None, optimizer: str = "sgd")
     gap20, gap100 = abs(dense[1]["test_acc"] - k20[1]["test_acc"]), abs(dense[1]["test_acc"] - k100[1]["test_acc"])
     truth = gap100 < gap20
     fb.check(closer == truth,
-             f"right: k=100 is {'closer to' if truth else 'not closer to'} dense ({pct(gap100)} vs {pct(gap20)} apart)",
-             f"look again: k=100 is {pct(gap100)} from dense, k=20 is {pct(gap20)}")
+             f"right: k=100 is {'closer to' if truth else 'not closer to'} dense "
+             f"({100 * gap100:.2f} vs {100 * gap20:.2f} points apart)",
+             f"look again: k=100 is {100 * gap100:.2f} points from dense, k=20 is {100 * gap20:.2f}")
     fb.lines.append("  " + ", ".join(f"{name}: {pct(a)}" for name, a in acc.items()))
     return fb

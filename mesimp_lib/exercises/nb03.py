@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from . import Feedback
-from ._common import find_run, first_unanswered, pct, unanswered
+from ._common import find_run, first_unanswered, points, unanswered
 
 __all__ = ["check_exercise_1", "check_exercise_2", "check_exercise_3"]
 
@@ -27,8 +27,8 @@ def check_exercise_1(results: dict, shrinks: bool | None, optimizer: str = "sgd"
         return fb
     truth = abs(g100) < abs(g20)
     fb.check(shrinks == truth,
-             f"right: top-k minus random-k is {pct(g20)} at k=20 and {pct(g100)} at k=100",
-             f"look again: top-k minus random-k is {pct(g20)} at k=20 and {pct(g100)} at k=100")
+             f"right: top-k minus random-k is {points(g20)} at k=20 and {points(g100)} at k=100",
+             f"look again: top-k minus random-k is {points(g20)} at k=20 and {points(g100)} at k=100")
     return fb
 
 
@@ -39,7 +39,8 @@ def check_exercise_2(scale: float | None, k: int = 20, width: int = 500) -> Feed
         return fb
     fb.check(abs(scale - k / width) < 1e-9, f"E[g_rand] = (k/n) g = {k / width:g} g: each entry survives with "
              "probability k/n; SGD's step shrinks by the same factor, Adam's normalisation largely undoes it",
-             f"{scale:g} is not it: each of the n entries is kept with probability k/n")
+             f"{scale:g} is not it: with what probability is one given entry among the k kept, and what is "
+             "the kept gradient's expected value then?")
     return fb
 
 
