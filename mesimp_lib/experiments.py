@@ -235,6 +235,11 @@ def _load_groups(suite: str) -> dict[str, list[dict]]:
     return groups
 
 
+# suites whose table also shows the rows of another suite (stored in that suite's folder)
+_ALSO_SHOWN = {"k_grid": "; the dense h=k rows: `experiment dense_h_k`, `data/results/dense_h_k/`",
+               "dropout": "; the meProp rows: `experiment dropout_meprop`, `data/results/dropout_meprop/`"}
+
+
 def _footer(suite: str, groups: dict[str, list[dict]]) -> list[str]:
     envs = sorted({(r["environment"]["cpu"], r["environment"]["torch"], r["environment"].get("cpu_count"))
                    for rs in groups.values() for r in rs}, key=str)
@@ -245,7 +250,7 @@ def _footer(suite: str, groups: dict[str, list[dict]]) -> list[str]:
         "",
         *paper,
         f"Ours: `python -m mesimp_lib experiment {suite} --jobs 2` (the exact command of every run is in its "
-        f"JSON under `data/results/{suite}/`); {where}, 1 thread per run, {parallel}.",
+        f"JSON under `data/results/{suite}/`{_ALSO_SHOWN.get(suite, '')}); {where}, 1 thread per run, {parallel}.",
     ]
 
 
