@@ -1,7 +1,8 @@
-"""Interactive apps (ipywidgets + plotly FigureWidget). Each factory returns an object with
-``controls`` (name -> widget), ``figures`` (name -> FigureWidget) and ``widget`` (the box to
-display); displaying the object shows the box. Tests drive them by setting
-``app.controls["k"].value`` and reading ``app.figures[...]``.
+"""Interactive apps (ipywidgets + plain plotly figures in ``panes.FigurePane``; no FigureWidget,
+see panes.py for why). Each factory returns an object with ``controls`` (name -> widget),
+``figures`` (name -> the ``go.Figure`` shown now), ``panes`` (name -> FigurePane) and
+``widget`` (the box to display); displaying the object shows the box. Tests drive them by
+setting ``app.controls["k"].value`` (observers fire at once) and reading ``app.figures[...]``.
 
     active_paths()     the layered network: units coloured by how often meProp selected
                        them; one example's top-k path drawn (sliders: k, example, step)
@@ -16,7 +17,6 @@ from __future__ import annotations
 from functools import lru_cache
 
 import ipywidgets as W
-import plotly.graph_objects as go
 import torch
 import torch.nn.functional as F
 
@@ -27,14 +27,20 @@ from ..results import read_json
 from ..tasks.mnist import MLP, load_mnist
 from ..training import TrainConfig, train
 from . import figures as figs
+from .panes import FigurePane, row
 
 __all__ = ["ActivePathsApp", "KExplorerApp", "LayerShrinkageApp", "active_paths", "k_explorer", "layer_shrinkage"]
 
 
 class _App:
     controls: dict
-    figures: dict
+    panes: dict
     widget: W.Widget
+
+    @property
+    def figures(self) -> dict:
+        """name -> the plotly figure each pane shows now."""
+        return {name: pane.figure for name, pane in self.panes.items()}
 
     def _ipython_display_(self):
         from IPython.display import display
@@ -79,15 +85,16 @@ class ActivePathsApp(_App):
             "step": W.SelectionSlider(options=self.rec["steps"], value=self.rec["steps"][-1], description="step"),
         }
         first = self.state()
-        self.figures = {
-            "network": go.FigureWidget(figs.network_figure(first)),
-            "digit": go.FigureWidget(figs.digit_figure(self.x[0], first)),
+        self.panes = {
+            "digit": FigurePane(figs.digit_figure(self.x[0], first), min_width="220px", max_width="280px",
+                                flex="0 1 260px"),
+            "network": FigurePane(figs.network_figure(first), min_width="420px", flex="1 1 560px"),
         }
         for c in self.controls.values():
             c.observe(lambda _change: self.update(), names="value")
         self.widget = W.VBox([
-            W.HBox(list(self.controls.values())),
-            W.HBox([self.figures["digit"], self.figures["network"]]),
+            row(list(self.controls.values())),
+            row([self.panes["digit"].widget, self.panes["network"].widget]),
             W.HTML(figs.NETWORK_CAPTION),
         ])
 
@@ -107,16 +114,8 @@ class ActivePathsApp(_App):
 
     def update(self) -> None:
         s = self.state()
-        new = figs.network_figure(s)
-        with self.figures["network"].batch_update():
-            for trace, fresh in zip(self.figures["network"].data, new.data):
-                trace.update(fresh.to_plotly_json())
-            self.figures["network"].layout.title = new.layout.title
-        e = self.controls["example"].value
-        d = figs.digit_figure(self.x[e], s)
-        with self.figures["digit"].batch_update():
-            self.figures["digit"].data[0].z = d.data[0].z
-            self.figures["digit"].layout.title = d.layout.title
+        self.panes["network"].show(figs.network_figure(s))
+        self.panes["digit"].show(figs.digit_figure(self.x[self.controls["example"].value], s))
 
 
 def active_paths(**kwargs) -> ActivePathsApp:
@@ -166,15 +165,15 @@ class LayerShrinkageApp(_App):
                                           "direction of the LSTM").replace("a unit is deleted", "a cell is deleted")
         self.progress = W.IntProgress(min=0, max=1, value=0, description="live run", layout=W.Layout(visibility="hidden"))
         self.live: dict = {}
-        self.figures = {"widths": go.FigureWidget(figs.shrinkage_figure(self.current(), marker_at=None))}
+        self.panes = {"widths": FigurePane(figs.shrinkage_figure(self.current(), marker_at=None))}
         self._sync_prune_range()
         for name in ("prune_rate", "k", "prune"):
             self.controls[name].observe(lambda _c: self.update(), names="value")
         self.controls["run_live"].on_click(lambda _b: self.run_live())
         self.widget = W.VBox([
-            W.HBox([self.controls["prune_rate"], self.controls["k"]]),
-            W.HBox([self.controls["play"], self.controls["prune"], self.controls["run_live"], self.progress]),
-            self.figures["widths"],
+            row([self.controls["prune_rate"], self.controls["k"]]),
+            row([self.controls["play"], self.controls["prune"], self.controls["run_live"], self.progress]),
+            self.panes["widths"].widget,
             W.HTML(caption),
         ])
         self.update()
@@ -199,18 +198,7 @@ class LayerShrinkageApp(_App):
 
     def update(self) -> None:
         self._sync_prune_range()
-        r = self.current()
-        new = figs.shrinkage_figure(r, marker_at=self.controls["prune"].value)
-        fig = self.figures["widths"]
-        with fig.batch_update():
-            if len(fig.data) != len(new.data):
-                fig.data = []
-                fig.add_traces(list(new.data))
-            else:
-                for trace, fresh in zip(fig.data, new.data):
-                    trace.update(fresh.to_plotly_json())
-            fig.layout.title = new.layout.title
-            fig.layout.shapes = new.layout.shapes
+        self.panes["widths"].show(figs.shrinkage_figure(self.current(), marker_at=self.controls["prune"].value))
 
     def run_live(self, train_limit: int = 5000, epochs: int = 2) -> dict:
         """Train the current (prune rate, k) on a small subset and show it instead of the stored run."""
@@ -273,14 +261,14 @@ class KExplorerApp(_App):
             "k": W.SelectionSlider(options=list(KS), value=20, description="k"),
             "example": W.IntSlider(min=0, max=n_examples - 1, value=0, description="example"),
         }
-        self.figures = {
-            "accuracy": go.FigureWidget(figs.k_curves_figure(self.curves, 20)),
-            "gradient": go.FigureWidget(figs.gradient_figure(self.gradient())),
+        self.panes = {
+            "accuracy": FigurePane(figs.k_curves_figure(self.curves, 20)),
+            "gradient": FigurePane(figs.gradient_figure(self.gradient())),
         }
         for c in self.controls.values():
             c.observe(lambda _c: self.update(), names="value")
-        self.widget = W.VBox([W.HBox(list(self.controls.values())),
-                              W.HBox([self.figures["accuracy"], self.figures["gradient"]]),
+        self.widget = W.VBox([row(list(self.controls.values())),
+                              row([self.panes["accuracy"].widget, self.panes["gradient"].widget]),
                               W.HTML(figs.K_CAPTION)])
 
     def gradient(self) -> dict:
@@ -297,16 +285,8 @@ class KExplorerApp(_App):
         return {"g": g, "selected": path["layers"][1]["selected"], "k": k, "example": e, "label": path["label"]}
 
     def update(self) -> None:
-        k = self.controls["k"].value
-        acc = figs.k_curves_figure(self.curves, k)
-        grad = figs.gradient_figure(self.gradient())
-        for name, new in (("accuracy", acc), ("gradient", grad)):
-            fig = self.figures[name]
-            with fig.batch_update():
-                for trace, fresh in zip(fig.data, new.data):
-                    trace.update(fresh.to_plotly_json())
-                fig.layout.shapes = new.layout.shapes
-                fig.layout.title = new.layout.title
+        self.panes["accuracy"].show(figs.k_curves_figure(self.curves, self.controls["k"].value))
+        self.panes["gradient"].show(figs.gradient_figure(self.gradient()))
 
 
 def k_explorer(**kwargs) -> KExplorerApp:
