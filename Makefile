@@ -33,9 +33,12 @@ $(STAMP): pyproject.toml
 	@rm -f $(VENV)/.installed-*
 	@touch $@
 
+# rooted at the repository (README, benchmarks/ and data/ reachable), 00 open; a path given
+# as an argument would root Lab at that path's folder instead
 lab: setup
 	@echo "JupyterLab on 127.0.0.1 with its normal token (open the URL it prints)"
-	$(BIN)/jupyter lab --ip=127.0.0.1 --ServerApp.open_browser=True $(LAB_ARGS) notebooks/00_start_here.ipynb
+	$(BIN)/jupyter lab --ip=127.0.0.1 --ServerApp.open_browser=True --ServerApp.root_dir="$(CURDIR)" \
+	    --LabApp.default_url=/lab/tree/notebooks/00_start_here.ipynb $(LAB_ARGS)
 
 test: setup test-unit test-notebooks
 
@@ -72,9 +75,12 @@ $(UI_STAMP): $(STAMP)
 test-ui: $(UI_STAMP)
 	$(BIN)/python -m pytest -q -rsx tests_ui
 
-# the widgets as a standalone web app (Voila, code hidden) on http://127.0.0.1:$(APP_PORT)/
+# the widgets as a standalone web app (Voila, code hidden) on http://127.0.0.1:$(APP_PORT)/ with
+# a random token (the URL is printed), kernels freed when a tab closes or after 10 idle minutes,
+# at most 6 pages at once; APP_ARGS="--no-token" is the local-only choice (docs/README.md)
+APP_ARGS ?=
 app: $(UI_STAMP)
-	$(BIN)/voila app/mesimp_lab_app.ipynb --no-browser --Voila.ip=127.0.0.1 --port $(APP_PORT)
+	$(BIN)/python -m mesimp_lib.viz.appserver --port $(APP_PORT) $(APP_ARGS)
 
 # docs/active_paths.png and docs/layer_shrinkage.png (plotly + kaleido in Debian's chromium)
 docs: $(UI_STAMP)

@@ -93,6 +93,8 @@ def test_layer_shrinkage_on_stored_pos_runs_has_no_live_button():
             for r in map(read_json, sorted(results_dir("pos_ud_rates").glob("*.json")))}
     app = layer_shrinkage(runs=runs)
     assert app.controls["run_live"].layout.display == "none"
+    assert app.controls["k"].layout.display == "none"  # one stored k: no slider that moves nothing
+    assert "only k = 20 was run" in app.widget.children[-1].value
     names = [t.name for t in app.figures["widths"].data]
     assert any("forward LSTM cells" in n for n in names) and any("backward LSTM cells" in n for n in names)
     before = [list(t.y) for t in app.figures["widths"].data[:2]]
@@ -116,3 +118,56 @@ def test_panes_hold_plain_figures_in_output_widgets():
     before = app.panes["gradient"].widget.outputs
     app.controls["example"].value = 2
     assert app.panes["gradient"].widget.outputs != before
+
+
+def test_active_paths_opens_on_a_correct_example_with_one_colour_scale(paths_app):
+    app = paths_app
+    app.controls["k"].value = app.rec["ks"][1]
+    app.controls["step"].value = app.rec["steps"][-1]
+    first = apps.ActivePathsApp()
+    s = first.state()
+    assert s["pred"] == s["label"], "the widget must open on a correctly classified example"
+    assert "correct" in first.figures["network"].layout.title.text
+
+    def cmax():
+        return [t.marker.cmax for t in app.figures["network"].data if t.marker and t.marker.cmax is not None]
+
+    scales = []
+    for k in app.rec["ks"]:
+        app.controls["k"].value = k
+        scales.append(cmax())
+        assert len(app.state()["edges"]) <= k  # the k strongest connections, not k^2 lines
+    assert all(c == scales[0] for c in scales), scales
+    legend = [t.name for t in app.figures["network"].data if t.showlegend is not False and t.name]
+    assert "on this example's path (both hidden layers)" in legend and not any("layer 1)" in n for n in legend)
+
+
+def test_k_explorer_gradient_is_sorted_and_states_the_kept_share():
+    from mesimp_lib.viz.figures import kept_share
+
+    app = apps.k_explorer()
+    app.controls["k"].value = 20
+    bars, share = app.figures["gradient"].data[:2]
+    ys = list(bars.y)
+    assert ys == sorted(ys, reverse=True)
+    g = app.gradient()["g"]
+    expected = 100 * sum(sorted((v * v for v in g), reverse=True)[:20]) / sum(v * v for v in g)
+    assert f"carry {expected:.1f}% of the gradient's L2 mass" in app.figures["gradient"].layout.title.text
+    assert f"{expected:.1f}%" in app.readout.value
+    assert abs(share.y[19] - round(expected, 2)) < 0.02 and abs(share.y[-1] - 100) < 1e-6
+    assert kept_share([3.0, 4.0]) == [16 / 25, 1.0]
+    kept = [c for c in bars.marker.color if c != "#c7c7c7"]
+    assert len(kept) <= 20 and list(bars.marker.color[: len(kept)]) == kept  # the kept ones are the largest
+    acc = app.figures["accuracy"]
+    assert list(acc.layout.xaxis.ticktext)[:3] == ["5", "10", "20"]  # log axis labels say k, not "2"
+    assert any((t.name or "").startswith("dense, 500 units") for t in acc.data)
+
+
+def test_layer_shrinkage_marks_dev_only_where_measured_and_states_the_cap():
+    app = apps.layer_shrinkage()
+    app.controls["prune_rate"].value = 0.2
+    app.controls["k"].value = 20
+    fig = app.figures["widths"]
+    dev = next(t for t in fig.data if t.name == "dev accuracy after prune (%)")
+    assert dev.mode == "markers"
+    assert "at most k / rate = 100 units can survive a prune" in fig.layout.title.text

@@ -79,14 +79,20 @@ class ActivePathsApp(_App):
         data = load_mnist()
         self.x, self.y = data.dev_x[:n_examples], data.dev_y[:n_examples]
         self.model = MLP(hidden=self.rec["width"], layers=2, k=self.rec["ks"][0], mode="per_example")
+        ks, steps = self.rec["ks"], self.rec["steps"]
+        # one colour scale for every k and step: the largest selection share in the recording
+        self.cmax = max(round(100 * float(c.max()) / max(1, int(snap["examples"])), 2)
+                        for runs in self.rec["runs"].values() for snap in runs for c in snap["counts"])
+        first_ok = next((e for e in range(n_examples)
+                         if (p := self.state(ks[1], e, steps[-1]))["pred"] == p["label"]), 0)
         self.controls = {
-            "k": W.SelectionSlider(options=self.rec["ks"], value=self.rec["ks"][1], description="k"),
-            "example": W.IntSlider(min=0, max=n_examples - 1, value=0, description="example"),
-            "step": W.SelectionSlider(options=self.rec["steps"], value=self.rec["steps"][-1], description="step"),
+            "k": W.SelectionSlider(options=ks, value=ks[1], description="k"),
+            "example": W.IntSlider(min=0, max=n_examples - 1, value=first_ok, description="example"),
+            "step": W.SelectionSlider(options=steps, value=steps[-1], description="step"),
         }
         first = self.state()
         self.panes = {
-            "digit": FigurePane(figs.digit_figure(self.x[0], first), min_width="220px", max_width="280px",
+            "digit": FigurePane(figs.digit_figure(self.x[first_ok], first), min_width="220px", max_width="280px",
                                 flex="0 1 260px"),
             "network": FigurePane(figs.network_figure(first), min_width="420px", flex="1 1 560px"),
         }
@@ -98,19 +104,30 @@ class ActivePathsApp(_App):
             W.HTML(figs.NETWORK_CAPTION),
         ])
 
-    def state(self) -> dict:
-        k = self.controls["k"].value if hasattr(self, "controls") else self.rec["ks"][1]
-        e = self.controls["example"].value if hasattr(self, "controls") else 0
-        step = self.controls["step"].value if hasattr(self, "controls") else self.rec["steps"][-1]
+    def state(self, k: int | None = None, example: int | None = None, step: int | None = None) -> dict:
+        """The path of one example (default: the controls' k, example and step)."""
+        k = k if k is not None else self.controls["k"].value
+        e = example if example is not None else self.controls["example"].value
+        step = step if step is not None else self.controls["step"].value
         snap = self.rec["runs"][k][self.rec["steps"].index(step)]
         self.model.load_state_dict(snap["state_dict"])
         for layer in self.model.hidden:
             layer.k = k
         path = compute_path(self.model, self.x[e : e + 1], self.y[e : e + 1])
         seen = max(1, int(snap["examples"]))
-        path.update(k=k, step=step, example=e, width=self.rec["width"],
-                    shares=[(c.double() / seen).tolist() for c in snap["counts"]], examples_seen=int(snap["examples"]))
+        path.update(k=k, step=step, example=e, width=self.rec["width"], cmax=getattr(self, "cmax", None),
+                    shares=[(c.double() / seen).tolist() for c in snap["counts"]], examples_seen=int(snap["examples"]),
+                    edges=self._strongest_edges(path, k))
         return path
+
+    def _strongest_edges(self, path: dict, k: int) -> list[tuple[int, int, float]]:
+        """The k strongest weights |W2[b, a]| between the path's units of hidden 1 (a) and hidden 2
+        (b), scaled to the strongest: drawing every pair (k^2 lines) hides the path at k = 16."""
+        sel1, sel2 = path["layers"][0]["selected"], path["layers"][1]["selected"]
+        w = self.model.hidden[1].weight.detach().abs()  # (out = hidden 2, in = hidden 1)
+        pairs = sorted(((a, b, float(w[b, a])) for a in sel1 for b in sel2), key=lambda t: -t[2])[:k]
+        top = pairs[0][2] if pairs else 1.0
+        return [(a, b, round(v / top, 3)) for a, b, v in pairs]
 
     def update(self) -> None:
         s = self.state()
@@ -138,12 +155,26 @@ def _load_shrinkage_runs() -> dict:
     return runs
 
 
+# the dense reference of the MNIST widget runs: the same data, epochs, batch, evaluations and seed
+DENSE_REFERENCE = "dense-reference.json"
+SAME_SETTING = ("task", "train_limit", "epochs", "batch_size", "evals_per_epoch", "seed", "hidden", "layers")
+
+
+def _load_dense_reference() -> dict | None:
+    f = experiments.results_dir("widget_shrinkage") / DENSE_REFERENCE
+    return read_json(f) if f.exists() else None
+
+
 class LayerShrinkageApp(_App):
     """meSimp's layer widths over training, from precomputed runs (prune rate x k)."""
 
-    def __init__(self, runs: dict | None = None):
-        """``runs``: {(prune rate, k): stored meSimp result} (default: the MNIST widget runs).
-        The "run live" button trains small MNIST runs, so it is shown for MNIST runs only."""
+    def __init__(self, runs: dict | None = None, dense: dict | None = None):
+        """``runs``: {(prune rate, k): stored meSimp result} (default: the MNIST widget runs);
+        ``dense``: a stored dense run drawn as the reference wherever its setting (data, epochs,
+        batch, seed, network) equals a run's (default for the MNIST runs: widget_shrinkage/
+        dense-reference.json). The "run live" button trains small MNIST runs, so it is shown
+        for MNIST runs only."""
+        self.dense = dense if runs else (dense or _load_dense_reference())
         self.runs = runs or _load_shrinkage_runs()
         rates = sorted({p for p, _ in self.runs})
         ks = sorted({k for _, k in self.runs})
@@ -163,9 +194,13 @@ class LayerShrinkageApp(_App):
             if any(r["config"].get("task") == "pos" for r in self.runs.values()):
                 caption = caption.replace("the width of each hidden layer", "the memory cells left in each "
                                           "direction of the LSTM").replace("a unit is deleted", "a cell is deleted")
+        if len(ks) == 1:  # a slider with one value moves nothing: say why instead
+            self.controls["k"].layout.display = "none"
+            caption += (f" <b>k:</b> only k = {ks[0]} was run for these stored runs, so there is no k slider; "
+                        "more values of k need more stored runs (see the suite's command in each run's JSON).")
         self.progress = W.IntProgress(min=0, max=1, value=0, description="live run", layout=W.Layout(visibility="hidden"))
         self.live: dict = {}
-        self.panes = {"widths": FigurePane(figs.shrinkage_figure(self.current(), marker_at=None))}
+        self.panes = {"widths": FigurePane(self.figure(marker_at=None))}
         self._sync_prune_range()
         for name in ("prune_rate", "k", "prune"):
             self.controls[name].observe(lambda _c: self.update(), names="value")
@@ -198,7 +233,14 @@ class LayerShrinkageApp(_App):
 
     def update(self) -> None:
         self._sync_prune_range()
-        self.panes["widths"].show(figs.shrinkage_figure(self.current(), marker_at=self.controls["prune"].value))
+        self.panes["widths"].show(self.figure(marker_at=self.controls["prune"].value))
+
+    def figure(self, marker_at: int | None):
+        """The current run's figure, with the dense reference when it was trained the same way."""
+        r = self.current()
+        same = self.dense is not None and not r.get("live") and all(
+            self.dense["config"].get(f) == r["config"].get(f) for f in SAME_SETTING)
+        return figs.shrinkage_figure(r, marker_at=marker_at, dense=self.dense if same else None)
 
     def run_live(self, train_limit: int = 5000, epochs: int = 2) -> dict:
         """Train the current (prune rate, k) on a small subset and show it instead of the stored run."""
@@ -227,8 +269,10 @@ def layer_shrinkage(**kwargs) -> LayerShrinkageApp:
 
 @lru_cache(maxsize=1)
 def _demo_model() -> MLP:
-    """A 784-500-500-10 MLP trained densely for one quick epoch (5,000 images, seed 1)."""
-    cfg = TrainConfig(method="dense", epochs=1, train_limit=5000, batch_size=50, rows_every=0, evals_per_epoch=1)
+    """A 784-500-500-10 MLP trained densely for one quick epoch (5,000 images, seed 1) with plain
+    SGD (lr 0.1): the gradient the k explorer shows is backprop's own, shaped by no optimizer state."""
+    cfg = TrainConfig(method="dense", optimizer="sgd", epochs=1, train_limit=5000, batch_size=50, rows_every=0,
+                      evals_per_epoch=1)
     return train(cfg, progress=False, return_model=True)["model"]
 
 
@@ -251,23 +295,35 @@ def accuracy_curves() -> dict:
     return out
 
 
+def dense_accuracy() -> tuple[float, float] | None:
+    """Mean and sd of the test accuracy of the dense 784-500-500-10 runs of the k grid."""
+    import statistics
+
+    vals = [100 * read_json(f)["test_acc"] for f in sorted(experiments.results_dir("k_grid").glob("dense-s*.json"))]
+    if not vals:
+        return None
+    return round(statistics.mean(vals), 2), round(statistics.stdev(vals), 2) if len(vals) > 1 else 0.0
+
+
 class KExplorerApp(_App):
     def __init__(self, n_examples: int = 20):
         data = load_mnist()
         self.x, self.y = data.dev_x[:n_examples], data.dev_y[:n_examples]
         self.curves = accuracy_curves()
+        self.dense = dense_accuracy()
         self.model = _demo_model()
         self.controls = {
             "k": W.SelectionSlider(options=list(KS), value=20, description="k"),
             "example": W.IntSlider(min=0, max=n_examples - 1, value=0, description="example"),
         }
         self.panes = {
-            "accuracy": FigurePane(figs.k_curves_figure(self.curves, 20)),
+            "accuracy": FigurePane(figs.k_curves_figure(self.curves, 20, self.dense)),
             "gradient": FigurePane(figs.gradient_figure(self.gradient())),
         }
         for c in self.controls.values():
             c.observe(lambda _c: self.update(), names="value")
-        self.widget = W.VBox([row(list(self.controls.values())),
+        self.readout = W.HTML(self._readout())
+        self.widget = W.VBox([row(list(self.controls.values())), self.readout,
                               row([self.panes["accuracy"].widget, self.panes["gradient"].widget]),
                               W.HTML(figs.K_CAPTION)])
 
@@ -285,8 +341,13 @@ class KExplorerApp(_App):
         return {"g": g, "selected": path["layers"][1]["selected"], "k": k, "example": e, "label": path["label"]}
 
     def update(self) -> None:
-        self.panes["accuracy"].show(figs.k_curves_figure(self.curves, self.controls["k"].value))
+        self.panes["accuracy"].show(figs.k_curves_figure(self.curves, self.controls["k"].value, self.dense))
         self.panes["gradient"].show(figs.gradient_figure(self.gradient()))
+        self.readout.value = self._readout()
+
+    def _readout(self) -> str:
+        grad = self.panes["gradient"].figure
+        return f"<b>{grad.layout.title.text.replace('<br>', ' ')}</b>"
 
 
 def k_explorer(**kwargs) -> KExplorerApp:
