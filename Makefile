@@ -19,9 +19,9 @@ endif
 # the browser tests, the standalone app and the docs pictures need the `ui` extra on top
 UI_STAMP := $(VENV)/.ui-installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 APP_PORT ?= 8866
-.PHONY: test-ui app docs
+.PHONY: test-ui app docs site
 help:
-	@echo "make lab | make test | make bench | make results | make clean"
+	@echo "make lab | make test | make bench | make results | make clean | make app | make site | make test-ui"
 
 setup: $(STAMP)
 
@@ -81,6 +81,12 @@ test-ui: $(UI_STAMP)
 APP_ARGS ?=
 app: $(UI_STAMP)
 	$(BIN)/python -m mesimp_lib.viz.appserver --port $(APP_PORT) $(APP_ARGS)
+
+# the whole course as static HTML from the stored outputs: build/site/index.html (the figures and
+# the sliders of the apps' stored-run figures work without Python or a network)
+site: setup
+	$(BIN)/python -m mesimp_lib.viz.site build/site
+	@echo "open build/site/index.html"
 
 # docs/active_paths.png and docs/layer_shrinkage.png (plotly + kaleido in Debian's chromium)
 docs: $(UI_STAMP)

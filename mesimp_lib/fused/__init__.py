@@ -35,8 +35,7 @@ def _load_with_notice(load, **kwargs):
 
         log.warning(COMPILE_NOTICE)
         with tqdm(desc="compiling native kernels", total=None, bar_format="{desc}: {elapsed} elapsed") as bar:
-            while not done.wait(1.0):
-                bar.update(0)
+            while not done.wait(2.0):
                 bar.refresh()
 
     watcher = threading.Thread(target=notice, daemon=True)

@@ -27,25 +27,41 @@ from ..results import read_json
 from ..tasks.mnist import MLP, load_mnist
 from ..training import TrainConfig, train
 from . import figures as figs
-from .panes import FigurePane, row
+from .panes import FigurePane, figure_bundle, row
+from .static import stepped_figure
 
 __all__ = ["ActivePathsApp", "KExplorerApp", "LayerShrinkageApp", "active_paths", "k_explorer", "layer_shrinkage"]
 
 
 class _App:
+    """Displaying an app shows the live widget, then (``static=True``, the default) its
+    ``static_figure()``: the same view stepped by a plotly slider, stored in the notebook, so
+    the course reads without a kernel (any viewer, ``make site``). The Voila app, always live,
+    passes ``static=False``."""
+
     controls: dict
     panes: dict
     widget: W.Widget
+    static: bool = True
+    WITHOUT_KERNEL = ("[live widget: run the cell in Jupyter to use it; the figure below is the same view over "
+                      "the stored runs, with a slider that works without Python]")
 
     @property
     def figures(self) -> dict:
         """name -> the plotly figure each pane shows now."""
         return {name: pane.figure for name, pane in self.panes.items()}
 
+    def static_figure(self):
+        raise NotImplementedError
+
     def _ipython_display_(self):
         from IPython.display import display
 
-        display(self.widget)
+        bundle = self.widget._repr_mimebundle_()
+        bundle["text/plain"] = self.WITHOUT_KERNEL if self.static else repr(self.widget)
+        display(bundle, raw=True)
+        if self.static:
+            display(figure_bundle(self.static_figure()), raw=True)
 
 
 # ----------------------------------------------------------------------------- active paths
@@ -74,7 +90,8 @@ def compute_path(model: MLP, x: torch.Tensor, y: torch.Tensor) -> dict:
 class ActivePathsApp(_App):
     """The active-paths view over a recorded run (``recordings.record_active_paths``)."""
 
-    def __init__(self, recording: dict | None = None, n_examples: int = 20):
+    def __init__(self, recording: dict | None = None, n_examples: int = 20, static: bool = True):
+        self.static = static
         self.rec = recording or load_active_paths()
         data = load_mnist()
         self.x, self.y = data.dev_x[:n_examples], data.dev_y[:n_examples]
@@ -129,6 +146,13 @@ class ActivePathsApp(_App):
         top = pairs[0][2] if pairs else 1.0
         return [(a, b, round(v / top, 3)) for a, b, v in pairs]
 
+    def static_figure(self):
+        """The network at every recorded k (final step, the opening example), with a k slider."""
+        e, step = self.controls["example"].value, self.rec["steps"][-1]
+        steps = {str(k): figs.network_figure(self.state(k, e, step)) for k in self.rec["ks"]}
+        return stepped_figure(steps, "k", str(self.rec["ks"][1]),
+                              f"k slider: stored weights after {step} steps, example {e}; no kernel needed")
+
     def update(self) -> None:
         s = self.state()
         self.panes["network"].show(figs.network_figure(s))
@@ -168,12 +192,13 @@ def _load_dense_reference() -> dict | None:
 class LayerShrinkageApp(_App):
     """meSimp's layer widths over training, from precomputed runs (prune rate x k)."""
 
-    def __init__(self, runs: dict | None = None, dense: dict | None = None):
+    def __init__(self, runs: dict | None = None, dense: dict | None = None, static: bool = True):
         """``runs``: {(prune rate, k): stored meSimp result} (default: the MNIST widget runs);
         ``dense``: a stored dense run drawn as the reference wherever its setting (data, epochs,
         batch, seed, network) equals a run's (default for the MNIST runs: widget_shrinkage/
         dense-reference.json). The "run live" button trains small MNIST runs, so it is shown
         for MNIST runs only."""
+        self.static = static
         self.dense = dense if runs else (dense or _load_dense_reference())
         self.runs = runs or _load_shrinkage_runs()
         rates = sorted({p for p, _ in self.runs})
@@ -235,9 +260,16 @@ class LayerShrinkageApp(_App):
         self._sync_prune_range()
         self.panes["widths"].show(self.figure(marker_at=self.controls["prune"].value))
 
-    def figure(self, marker_at: int | None):
+    def static_figure(self):
+        """Every stored run's final widths, with a slider over (prune rate, k)."""
+        steps = {f"rate {p}, k {k}": self.figure(None, self.runs[(p, k)]) for p, k in sorted(self.runs)}
+        key = (self.controls["prune_rate"].value, self.controls["k"].value)
+        return stepped_figure(steps, "run", f"rate {key[0]}, k {key[1]}",
+                              "slider: the stored runs (prune rate, k); no kernel needed")
+
+    def figure(self, marker_at: int | None, result: dict | None = None):
         """The current run's figure, with the dense reference when it was trained the same way."""
-        r = self.current()
+        r = result or self.current()
         same = self.dense is not None and not r.get("live") and all(
             self.dense["config"].get(f) == r["config"].get(f) for f in SAME_SETTING)
         return figs.shrinkage_figure(r, marker_at=marker_at, dense=self.dense if same else None)
@@ -306,7 +338,8 @@ def dense_accuracy() -> tuple[float, float] | None:
 
 
 class KExplorerApp(_App):
-    def __init__(self, n_examples: int = 20):
+    def __init__(self, n_examples: int = 20, static: bool = True):
+        self.static = static
         data = load_mnist()
         self.x, self.y = data.dev_x[:n_examples], data.dev_y[:n_examples]
         self.curves = accuracy_curves()
@@ -327,9 +360,17 @@ class KExplorerApp(_App):
                               row([self.panes["accuracy"].widget, self.panes["gradient"].widget]),
                               W.HTML(figs.K_CAPTION)])
 
-    def gradient(self) -> dict:
-        k = self.controls["k"].value if hasattr(self, "controls") else 20
-        e = self.controls["example"].value if hasattr(self, "controls") else 0
+    def static_figure(self):
+        """The example's sorted gradient at every k of the grid, with a k slider."""
+        e = self.controls["example"].value
+        steps = {str(k): figs.gradient_figure(self.gradient(k, e)) for k in KS}
+        return stepped_figure(steps, "k", str(self.controls["k"].value),
+                              f"k slider: example {e} of the live-trained network (computed when the cell ran); "
+                              "no kernel needed")
+
+    def gradient(self, k: int | None = None, e: int | None = None) -> dict:
+        k = k if k is not None else (self.controls["k"].value if hasattr(self, "controls") else 20)
+        e = e if e is not None else (self.controls["example"].value if hasattr(self, "controls") else 0)
         layer = self.model.hidden[1]
         old = layer.k
         layer.k, layer.mode = k, "per_example"

@@ -109,3 +109,32 @@ def main(argv: list[str] | None = None) -> None:
 
 if __name__ == "__main__":
     main()
+
+
+def patch_message_polling(slice_s: float = 1.0) -> None:
+    """Make the Voila server's waits for kernel messages poll in ``slice_s`` slices.
+
+    Seen here (Voila 0.5.13, jupyter_client 8.10, pyzmq 27.3, a busy 2-core machine): about one
+    page load in five never finished. The kernel had run the first cell and sat idle, while the
+    server waited, with no timeout, for the reply it had already been sent (the next cell was
+    never sent). A zmq socket's readiness is edge-triggered; a wait that misses the edge sleeps
+    forever although the message is queued. Polling again every second finds it."""
+    from queue import Empty
+
+    from jupyter_client.channels import AsyncZMQSocketChannel
+
+    if getattr(AsyncZMQSocketChannel.get_msg, "_mesimp_sliced", False):
+        return
+    original = AsyncZMQSocketChannel.get_msg
+
+    async def get_msg(self, timeout: float | None = None):
+        if timeout is not None:
+            return await original(self, timeout)
+        while True:
+            try:
+                return await original(self, slice_s)
+            except Empty:
+                continue
+
+    get_msg._mesimp_sliced = True
+    AsyncZMQSocketChannel.get_msg = get_msg

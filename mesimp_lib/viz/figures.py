@@ -17,6 +17,8 @@ def learning_curves(results: dict[str, dict], metric: str = "dev_acc", title: st
     ``results`` maps a legend label to a result dict of ``mesimp_lib.training.train``.
     """
     fig = go.Figure()
+    tasks = {r.get("config", {}).get("task", "mnist") for r in results.values()}
+    what = "training images" if tasks <= {"mnist"} else "training sentences" if not tasks & {"mnist"} else "training data"
     for i, (label, r) in enumerate(results.items()):
         h = r["history"]
         fig.add_trace(
@@ -31,7 +33,7 @@ def learning_curves(results: dict[str, dict], metric: str = "dev_acc", title: st
         )
     fig.update_layout(
         title=title or f"{metric.replace('_acc', '').title()} accuracy during training",
-        xaxis_title="epoch (fraction of a pass over the training images)",
+        xaxis_title=f"epoch (passes over the {what})",
         yaxis_title=f"{metric.replace('_acc', '')} accuracy (%)",
         legend_title="run",
         template="plotly_white",
@@ -215,7 +217,8 @@ def speedup_figure(bench: dict) -> go.Figure:
                 continue
             traces.append(go.Scatter(
                 x=_r([r["n"] / r["k"] for r in rows], 3), y=_r([r["speedup"] for r in rows], 3), mode="markers",
-                name=f"one layer, unified, n={n}" + (", all cores" if multi else ""),
+                name=f"one layer, unified, n={n}", legendgroup=f"n{n}", showlegend=not multi or not any(
+                    t.legendgroup == f"n{n}" for t in traces),
                 marker={"size": 11, "color": "white" if multi else PALETTE[i % len(PALETTE)],
                         "symbol": [symbols.get(r["batch"], "cross") for r in rows],
                         "line": {"width": 2, "color": PALETTE[i % len(PALETTE)]}},
@@ -237,9 +240,6 @@ def speedup_figure(bench: dict) -> go.Figure:
                 text=[hover(r, f"MLP backward, {mode}, kernel {r.get('kernel', 'torch')}, "
                                f"dW {r.get('weight_grad', 'buffer')}") for r in rows],
                 hovertemplate="%{text}<extra></extra>"))
-    for batch, symbol in symbols.items():  # legend entries for the symbols
-        traces.append(go.Scatter(x=[None], y=[None], mode="markers", name=f"batch {batch}",
-                                 marker={"size": 10, "symbol": symbol, "color": "#999"}))
     xs = [x for t in traces for x in t.x if x is not None]
     top = max(xs + [2.0]) * 1.5
     traces.append(go.Scatter(x=[1, top], y=[1, top], mode="lines", name="FLOP limit y = n/k",
@@ -248,11 +248,13 @@ def speedup_figure(bench: dict) -> go.Figure:
                              line={"dash": "dot", "color": "#999"}, hoverinfo="skip"))
     fig = go.Figure(traces)
     fig.update_layout(
-        title=f"{title}: one layer's backward and the paper's MLP<br><sup>{_env_line(bench)}</sup>",
+        title=f"{title}: one layer's backward and the paper's MLP<br><sup>{_env_line(bench)}<br>one-layer "
+              "symbols: circle batch 1, square batch 32, diamond batch 256; hollow: all cores; each point the "
+              "median of interleaved rounds</sup>",
         xaxis={"type": "log", "title": "n / k (how many times fewer backward multiply-adds)"},
-        yaxis={"type": "log", "title": "speedup over dense backward (median of interleaved rounds)"},
-        template="plotly_white", height=520, legend={"font": {"size": 11}},
-        margin={"l": 70, "r": 20, "t": 70, "b": 50},
+        yaxis={"type": "log", "title": "backward speedup over dense", "automargin": True},
+        template="plotly_white", height=540, legend={"font": {"size": 11}},
+        margin={"l": 80, "r": 20, "t": 110, "b": 50},
     )
     return fig
 
