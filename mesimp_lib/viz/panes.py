@@ -15,6 +15,7 @@ Every figure is sized by its container (``autosize``, plotly's ``responsive`` co
 from __future__ import annotations
 
 import json
+import re
 
 import ipywidgets as W
 import plotly.graph_objects as go
@@ -36,8 +37,8 @@ def figure_bundle(fig: go.Figure) -> dict:
     d.setdefault("layout", {}).pop("width", None)
     d["layout"]["autosize"] = True
     d["config"] = dict(PLOTLY_CONFIG)
-    title = ((d["layout"].get("title") or {}).get("text") or "plotly figure").replace("<br>", " ")
-    return {MIME: d, "text/plain": f"[plotly figure: {title}]"}
+    title = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", (d["layout"].get("title") or {}).get("text") or "plotly figure"))
+    return {MIME: d, "text/plain": f"[plotly figure: {title.strip()}]"}
 
 
 class FigurePane:
