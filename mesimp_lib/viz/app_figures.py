@@ -258,7 +258,7 @@ def gradient_figure(grad: dict) -> go.Figure:
                "range": [-0.05, 2.75], "tickvals": [1, 2, 5, 10, 20, 50, 100, 200, 500]},
         yaxis={"title": "|dL/dy| (kept: blue)", "rangemode": "tozero"},
         yaxis2={"title": "cumulative share of L2 mass (%)", "overlaying": "y", "side": "right", "range": [0, 101],
-                "showgrid": False},
+                "tickvals": [0, 20, 40, 60, 80, 100], "showgrid": False},
         shapes=[{"type": "line", "x0": grad["k"] + 0.5, "x1": grad["k"] + 0.5, "y0": 0, "y1": 1, "yref": "paper",
                  "line": K_MARK}],
         template="plotly_white", height=400, showlegend=False, margin={"l": 60, "r": 60, "t": 60, "b": 40},

@@ -44,9 +44,10 @@ def _bounded_manager_class():
 
         async def start_kernel(self, *args, **kwargs):
             if kwargs.get("kernel_id") is None and 0 < self.max_kernels <= len(self.list_kernel_ids()):
-                raise HTTPError(503, f"the app is full: {len(self.list_kernel_ids())} pages are open, the most "
-                                     f"this server allows is {self.max_kernels} (--max-kernels); close a tab or "
-                                     "wait for an idle one to be freed, then reload")
+                why = (f"the app is full: {len(self.list_kernel_ids())} pages are open, the most this server "
+                       f"allows is {self.max_kernels} (--max-kernels); close a tab or wait for an idle one to be "
+                       "freed, then reload")
+                raise HTTPError(503, why, reason=why)  # the reason is what the error page shows
             return await super().start_kernel(*args, **kwargs)
 
     return BoundedKernelManager

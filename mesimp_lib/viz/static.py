@@ -39,11 +39,13 @@ def stepped_figure(figures: dict[str, go.Figure], label: str, active: str, note:
                     frames=[go.Frame(name=name, data=f.data, layout=layout_of(f)) for name, f in figures.items()])
     fig.update_layout(layout_of(first))
     fig.update_layout(
-        sliders=[{"active": names.index(active), "currentvalue": {"prefix": f"{label}: "}, "pad": {"t": 50},
+        # the slider goes under the legend (which sits at about y = -0.2 in the apps' figures)
+        sliders=[{"active": names.index(active), "currentvalue": {"prefix": f"{label}: "}, "y": -0.3,
+                  "yanchor": "top", "pad": {"t": 10},
                   "steps": [{"label": name, "method": "animate",
                              "args": [[name], {"mode": "immediate", "frame": {"duration": 0, "redraw": True},
                                                "transition": {"duration": 0}}]} for name in names]}],
-        height=(first.layout.height or 420) + 90,
-        margin={**(first.layout.margin.to_plotly_json() if first.layout.margin else {}), "t": 90},
+        height=(first.layout.height or 420) + 150,
+        margin={**(first.layout.margin.to_plotly_json() if first.layout.margin else {}), "t": 90, "b": 170},
     )
     return fig
