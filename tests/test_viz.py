@@ -171,3 +171,15 @@ def test_layer_shrinkage_marks_dev_only_where_measured_and_states_the_cap():
     dev = next(t for t in fig.data if t.name == "dev accuracy after prune (%)")
     assert dev.mode == "markers"
     assert "at most k / rate = 100 units can survive a prune" in fig.layout.title.text
+
+
+def test_layer_shrinkage_draws_the_dense_run_of_the_same_setting_only():
+    app = apps.layer_shrinkage()
+    assert app.dense is not None, "data/results/widgets/shrinkage-dense-reference.json is missing"
+    names = [t.name for t in app.figures["widths"].data]
+    assert "dense, same data and epochs: dev (%)" in names
+    live = dict(app.current(), live=True)
+    assert "dense, same data and epochs: dev (%)" not in [t.name for t in app.figure(None, live).data]
+    other = dict(app.current(), config={**app.current()["config"], "train_limit": 5000})
+    assert "dense, same data and epochs: dev (%)" not in [t.name for t in app.figure(None, other).data]
+    assert app.static_figure().layout.sliders[0].steps[0].label == "rate 0.05, k 20"

@@ -180,12 +180,13 @@ def _load_shrinkage_runs() -> dict:
 
 
 # the dense reference of the MNIST widget runs: the same data, epochs, batch, evaluations and seed
-DENSE_REFERENCE = "dense-reference.json"
+# (kept beside the widget recordings, not in the widget_shrinkage suite, whose table counts meSimp runs)
+DENSE_REFERENCE = "shrinkage-dense-reference.json"
 SAME_SETTING = ("task", "train_limit", "epochs", "batch_size", "evals_per_epoch", "seed", "hidden", "layers")
 
 
 def _load_dense_reference() -> dict | None:
-    f = experiments.results_dir("widget_shrinkage") / DENSE_REFERENCE
+    f = experiments.results_dir("widgets") / DENSE_REFERENCE
     return read_json(f) if f.exists() else None
 
 
@@ -195,8 +196,8 @@ class LayerShrinkageApp(_App):
     def __init__(self, runs: dict | None = None, dense: dict | None = None, static: bool = True):
         """``runs``: {(prune rate, k): stored meSimp result} (default: the MNIST widget runs);
         ``dense``: a stored dense run drawn as the reference wherever its setting (data, epochs,
-        batch, seed, network) equals a run's (default for the MNIST runs: widget_shrinkage/
-        dense-reference.json). The "run live" button trains small MNIST runs, so it is shown
+        batch, seed, network) equals a run's (default for the MNIST runs: widgets/
+        shrinkage-dense-reference.json). The "run live" button trains small MNIST runs, so it is shown
         for MNIST runs only."""
         self.static = static
         self.dense = dense if runs else (dense or _load_dense_reference())
