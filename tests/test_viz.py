@@ -183,3 +183,31 @@ def test_layer_shrinkage_draws_the_dense_run_of_the_same_setting_only():
     other = dict(app.current(), config={**app.current()["config"], "train_limit": 5000})
     assert "dense, same data and epochs: dev (%)" not in [t.name for t in app.figure(None, other).data]
     assert app.static_figure().layout.sliders[0].steps[0].label == "rate 0.05, k 20"
+
+
+def test_displaying_an_app_stores_the_static_figure_under_the_widget(monkeypatch):
+    shown = []
+    monkeypatch.setattr("IPython.display.display", lambda obj, raw=False: shown.append(obj))
+    app = apps.layer_shrinkage()
+    app._ipython_display_()
+    widget, static = shown
+    assert "application/vnd.jupyter.widget-view+json" in widget and "run the cell" in widget["text/plain"]
+    fig = static["application/vnd.plotly.v1+json"]
+    assert len(fig["frames"]) == len(app.runs) and fig["layout"]["sliders"][0]["steps"]
+    shown.clear()
+    apps.layer_shrinkage(static=False)._ipython_display_()
+    assert len(shown) == 1  # the Voila app: the live widget only
+
+
+def test_app_server_command_has_the_classroom_settings():
+    from mesimp_lib.viz.appserver import voila_command
+
+    cmd = " ".join(voila_command(port=9000, token="abc", max_kernels=3, idle_minutes=5))
+    for flag in ("--Voila.ip=127.0.0.1", "--port=9000", "--Voila.token=abc", "BoundedKernelManager.max_kernels=3",
+                 "cull_idle_timeout=300", "cull_connected=True", "progressive_rendering=True", "config_file_paths="):
+        assert flag in cmd, flag
+    assert "--token" in voila_command(token="auto") and "--Voila.token=" in voila_command(token=None)
+    with pytest.raises(ValueError, match="max_kernels=-1"):
+        voila_command(max_kernels=-1)
+    with pytest.raises(ValueError, match="idle_minutes=0"):
+        voila_command(idle_minutes=0)
