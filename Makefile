@@ -19,9 +19,9 @@ endif
 # the browser tests, the standalone app and the docs pictures need the `ui` extra on top
 UI_STAMP := $(VENV)/.ui-installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 APP_PORT ?= 8866
-.PHONY: test-ui app docs
+.PHONY: test-ui app docs site
 help:
-	@echo "make lab | make test | make bench | make results | make clean"
+	@echo "make lab | make test | make bench | make results | make clean | make app | make site | make test-ui"
 
 setup: $(STAMP)
 
@@ -33,9 +33,12 @@ $(STAMP): pyproject.toml
 	@rm -f $(VENV)/.installed-*
 	@touch $@
 
+# rooted at the repository (README, benchmarks/ and data/ reachable), 00 open; a path given
+# as an argument would root Lab at that path's folder instead
 lab: setup
 	@echo "JupyterLab on 127.0.0.1 with its normal token (open the URL it prints)"
-	$(BIN)/jupyter lab --ip=127.0.0.1 --ServerApp.open_browser=True $(LAB_ARGS) notebooks/00_start_here.ipynb
+	$(BIN)/jupyter lab --ip=127.0.0.1 --ServerApp.open_browser=True --ServerApp.root_dir="$(CURDIR)" \
+	    --LabApp.default_url=/lab/tree/notebooks/00_start_here.ipynb $(LAB_ARGS)
 
 test: setup test-unit test-notebooks
 
@@ -72,9 +75,18 @@ $(UI_STAMP): $(STAMP)
 test-ui: $(UI_STAMP)
 	$(BIN)/python -m pytest -q -rsx tests_ui
 
-# the widgets as a standalone web app (Voila, code hidden) on http://127.0.0.1:$(APP_PORT)/
+# the widgets as a standalone web app (Voila, code hidden) on http://127.0.0.1:$(APP_PORT)/ with
+# a random token (the URL is printed), kernels freed when a tab closes or after 10 idle minutes,
+# at most 6 pages at once; APP_ARGS="--no-token" is the local-only choice (docs/README.md)
+APP_ARGS ?=
 app: $(UI_STAMP)
-	$(BIN)/voila app/mesimp_lab_app.ipynb --no-browser --Voila.ip=127.0.0.1 --port $(APP_PORT)
+	$(BIN)/python -m mesimp_lib.viz.appserver --port $(APP_PORT) $(APP_ARGS)
+
+# the whole course as static HTML from the stored outputs: build/site/index.html (the figures and
+# the sliders of the apps' stored-run figures work without Python or a network)
+site: setup
+	$(BIN)/python -m mesimp_lib.viz.site build/site
+	@echo "open build/site/index.html"
 
 # docs/active_paths.png and docs/layer_shrinkage.png (plotly + kaleido in Debian's chromium)
 docs: $(UI_STAMP)

@@ -20,22 +20,25 @@ def paths_app():
 
 def test_active_paths_k_example_and_step_change_the_plot(paths_app):
     app = paths_app
-    net = app.figures["network"]
-    before = snapshot(net)
+
+    def net():
+        return snapshot(app.figures["network"])
+
+    before = net()
     app.controls["k"].value = 16
-    after_k = snapshot(net)
+    after_k = net()
     assert after_k != before
     assert len(app.state()["layers"][0]["selected"]) <= 16
     app.controls["example"].value = 3
-    assert snapshot(net) != after_k
+    assert net() != after_k
     digit_before = snapshot(app.figures["digit"])
     app.controls["example"].value = 4
     assert snapshot(app.figures["digit"]) != digit_before
-    s = snapshot(net)
+    s = net()
     app.controls["step"].value = 0
-    assert snapshot(net) != s
+    assert net() != s
     # hover text explains each unit
-    assert "chosen for" in net.data[1].text[0]
+    assert any("chosen for" in str(t.text) for t in app.figures["network"].data)
 
 
 def test_active_path_has_at_most_k_units_per_layer(paths_app):
@@ -48,17 +51,20 @@ def test_active_path_has_at_most_k_units_per_layer(paths_app):
 
 def test_layer_shrinkage_sliders_switch_runs_and_play_steps():
     app = apps.layer_shrinkage()
-    fig = app.figures["widths"]
-    before = snapshot(fig)
+
+    def fig():
+        return snapshot(app.figures["widths"])
+
+    before = fig()
     app.controls["prune_rate"].value = 0.2
-    assert snapshot(fig) != before
-    s = snapshot(fig)
+    assert fig() != before
+    s = fig()
     app.controls["k"].value = 160
-    assert snapshot(fig) != s
-    s = snapshot(fig)
+    assert fig() != s
+    s = fig()
     app.controls["prune"].value = 1
-    assert snapshot(fig) != s
-    assert "final widths" in fig.layout.title.text
+    assert fig() != s
+    assert "final widths" in app.figures["widths"].layout.title.text
 
 
 def test_layer_shrinkage_run_live_adds_a_live_run():
@@ -70,12 +76,11 @@ def test_layer_shrinkage_run_live_adds_a_live_run():
 
 def test_k_explorer_k_changes_both_figures():
     app = apps.k_explorer()
-    acc, grad = app.figures["accuracy"], app.figures["gradient"]
-    a, g = snapshot(acc), json.dumps(grad.layout.title.text)
+    g = json.dumps(app.figures["gradient"].layout.title.text)
     app.controls["k"].value = 80
-    assert acc.layout.shapes[0].x0 == 80
-    assert json.dumps(grad.layout.title.text) != g
-    colors = grad.data[0].marker.color
+    assert app.figures["accuracy"].layout.shapes[0].x0 == 80
+    assert json.dumps(app.figures["gradient"].layout.title.text) != g
+    colors = app.figures["gradient"].data[0].marker.color
     assert sum(c == "#d62728" for c in colors) <= 80
 
 
@@ -88,8 +93,121 @@ def test_layer_shrinkage_on_stored_pos_runs_has_no_live_button():
             for r in map(read_json, sorted(results_dir("pos_ud_rates").glob("*.json")))}
     app = layer_shrinkage(runs=runs)
     assert app.controls["run_live"].layout.display == "none"
+    assert app.controls["k"].layout.display == "none"  # one stored k: no slider that moves nothing
+    assert "only k = 20 was run" in app.widget.children[-1].value
     names = [t.name for t in app.figures["widths"].data]
     assert any("forward LSTM cells" in n for n in names) and any("backward LSTM cells" in n for n in names)
     before = [list(t.y) for t in app.figures["widths"].data[:2]]
     app.controls["prune_rate"].value = 0.05
     assert [list(t.y) for t in app.figures["widths"].data[:2]] != before
+
+
+def test_panes_hold_plain_figures_in_output_widgets():
+    """No FigureWidget (anywidget's 2 s model-load limit froze plots): each pane is a core
+    Output widget whose one output is the plotly mime bundle, sized by its container."""
+    import ipywidgets as W
+    import plotly.graph_objects as go
+
+    app = apps.k_explorer()
+    for name, pane in app.panes.items():
+        assert isinstance(pane.widget, W.Output) and type(pane.figure) is go.Figure, name
+        (out,) = pane.widget.outputs
+        fig = out["data"]["application/vnd.plotly.v1+json"]
+        assert "width" not in fig["layout"] and fig["layout"]["autosize"] is True
+        assert fig["config"]["responsive"] is True
+    before = app.panes["gradient"].widget.outputs
+    app.controls["example"].value = 2
+    assert app.panes["gradient"].widget.outputs != before
+
+
+def test_active_paths_opens_on_a_correct_example_with_one_colour_scale(paths_app):
+    app = paths_app
+    app.controls["k"].value = app.rec["ks"][1]
+    app.controls["step"].value = app.rec["steps"][-1]
+    first = apps.ActivePathsApp()
+    s = first.state()
+    assert s["pred"] == s["label"], "the widget must open on a correctly classified example"
+    assert "correct" in first.figures["network"].layout.title.text
+
+    def cmax():
+        return [t.marker.cmax for t in app.figures["network"].data if t.marker and t.marker.cmax is not None]
+
+    scales = []
+    for k in app.rec["ks"]:
+        app.controls["k"].value = k
+        scales.append(cmax())
+        assert len(app.state()["edges"]) <= k  # the k strongest connections, not k^2 lines
+    assert all(c == scales[0] for c in scales), scales
+    legend = [t.name for t in app.figures["network"].data if t.showlegend is not False and t.name]
+    assert "on this example's path (both hidden layers)" in legend and not any("layer 1)" in n for n in legend)
+
+
+def test_k_explorer_gradient_is_sorted_and_states_the_kept_share():
+    from mesimp_lib.viz.figures import kept_share
+
+    app = apps.k_explorer()
+    app.controls["k"].value = 20
+    bars, share = app.figures["gradient"].data[:2]
+    ys = list(bars.y)
+    assert ys == sorted(ys, reverse=True)
+    g = app.gradient()["g"]
+    expected = 100 * sum(sorted((v * v for v in g), reverse=True)[:20]) / sum(v * v for v in g)
+    assert f"carry {expected:.1f}% of the gradient's L2 mass" in app.figures["gradient"].layout.title.text
+    assert f"{expected:.1f}%" in app.readout.value
+    assert abs(share.y[19] - round(expected, 2)) < 0.02 and abs(share.y[-1] - 100) < 1e-6
+    assert kept_share([3.0, 4.0]) == [16 / 25, 1.0]
+    kept = [c for c in bars.marker.color if c != "#c7c7c7"]
+    assert len(kept) <= 20 and list(bars.marker.color[: len(kept)]) == kept  # the kept ones are the largest
+    acc = app.figures["accuracy"]
+    assert list(acc.layout.xaxis.ticktext)[:3] == ["5", "10", "20"]  # log axis labels say k, not "2"
+    assert any((t.name or "").startswith("dense, 500 units") for t in acc.data)
+
+
+def test_layer_shrinkage_marks_dev_only_where_measured_and_states_the_cap():
+    app = apps.layer_shrinkage()
+    app.controls["prune_rate"].value = 0.2
+    app.controls["k"].value = 20
+    fig = app.figures["widths"]
+    dev = next(t for t in fig.data if t.name == "dev accuracy after prune (%)")
+    assert dev.mode == "markers"
+    assert "at most k / rate = 100 units can survive a prune" in fig.layout.title.text
+
+
+def test_layer_shrinkage_draws_the_dense_run_of_the_same_setting_only():
+    app = apps.layer_shrinkage()
+    assert app.dense is not None, "data/results/widgets/shrinkage-dense-reference.json is missing"
+    names = [t.name for t in app.figures["widths"].data]
+    assert "dense, same data and epochs: dev (%)" in names
+    live = dict(app.current(), live=True)
+    assert "dense, same data and epochs: dev (%)" not in [t.name for t in app.figure(None, live).data]
+    other = dict(app.current(), config={**app.current()["config"], "train_limit": 5000})
+    assert "dense, same data and epochs: dev (%)" not in [t.name for t in app.figure(None, other).data]
+    assert app.static_figure().layout.sliders[0].steps[0].label == "rate 0.05, k 20"
+
+
+def test_displaying_an_app_stores_the_static_figure_under_the_widget(monkeypatch):
+    shown = []
+    monkeypatch.setattr("IPython.display.display", lambda obj, raw=False: shown.append(obj))
+    app = apps.layer_shrinkage()
+    app._ipython_display_()
+    widget, static = shown
+    assert "application/vnd.jupyter.widget-view+json" in widget and "run the cell" in widget["text/plain"]
+    fig = static["application/vnd.plotly.v1+json"]
+    assert len(fig["frames"]) == len(app.runs) and fig["layout"]["sliders"][0]["steps"]
+    shown.clear()
+    apps.layer_shrinkage(static=False)._ipython_display_()
+    assert len(shown) == 1  # the Voila app: the live widget only
+
+
+def test_app_server_command_has_the_classroom_settings():
+    from mesimp_lib.viz.appserver import voila_command
+
+    cmd = " ".join(voila_command(port=9000, token="abc", max_kernels=3, idle_minutes=5))
+    for flag in ("--Voila.ip=127.0.0.1", "--port=9000", "--Voila.token=abc", "BoundedKernelManager.max_kernels=3",
+                 "cull_idle_timeout=300", "cull_connected=True", "progressive_rendering=True", "config_file_paths="):
+        assert flag in cmd, flag
+    assert "--token" in voila_command(token="auto") and "--Voila.token=" in voila_command(token=None)
+    with pytest.raises(ValueError, match="max_kernels=-1"):
+        voila_command(max_kernels=-1)
+    with pytest.raises(ValueError, match="idle_minutes=0"):
+        voila_command(idle_minutes=0)

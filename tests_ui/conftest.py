@@ -19,7 +19,6 @@ from uihelpers import (
     find_chromium,
     free_port,
     jupyter_env,
-    patient_anywidget,
 )
 
 
@@ -54,7 +53,6 @@ def page(browser, request):
     context = browser.new_context(viewport={"width": 1600, "height": 1100})
     pg = context.new_page()
     pg.set_default_timeout(60_000)
-    patient_anywidget(pg)
     errors: list[str] = []
     pg.on("pageerror", lambda e: errors.append(str(e)))
     pg.js_errors = errors
@@ -104,18 +102,30 @@ def lab(tmp_path_factory):
     server.stop()
 
 
-@pytest.fixture(scope="session")
-def voila(tmp_path_factory):
-    """Voila on 127.0.0.1:<free port> serving app/mesimp_lab_app.ipynb, with a token of its own."""
-    tmp = tmp_path_factory.mktemp("voila")
+def _voila_server(tmp_path_factory, name: str, **settings):
+    from mesimp_lib.viz.appserver import voila_command
+
+    tmp = tmp_path_factory.mktemp(name)
     token, port = secrets.token_hex(16), free_port()
-    cmd = [
-        sys.executable, "-m", "voila", str(ROOT / "app" / "mesimp_lab_app.ipynb"), "--no-browser",
-        "--Voila.ip=127.0.0.1", f"--port={port}", "--Voila.port_retries=0", f"--Voila.token={token}",
-    ]
+    cmd = voila_command(port=port, token=token, **settings)
     base = f"http://127.0.0.1:{port}"
     server = Server(cmd, base, tmp / "voila.log", jupyter_env(tmp), cwd=tmp,
                     ready_path="/ui-test-readiness-probe")  # a 404 answers without running the notebook
     server.token = token
+    return server
+
+
+@pytest.fixture(scope="session")
+def voila(tmp_path_factory):
+    """The app as `make app` serves it (mesimp_lib.viz.appserver), with a token of its own."""
+    server = _voila_server(tmp_path_factory, "voila")
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def voila_strict(tmp_path_factory):
+    """The app with --max-kernels 1 and kernels culled after 20 s idle (checked every 5 s)."""
+    server = _voila_server(tmp_path_factory, "voila_strict", max_kernels=1, idle_minutes=1 / 3, cull_interval_s=5)
     yield server
     server.stop()

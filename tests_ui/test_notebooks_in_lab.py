@@ -2,7 +2,8 @@
 
 For each notebook of notebooks/NN_*.ipynb whose code calls active_paths(), layer_shrinkage()
 or k_explorer(): open it in Lab (a temporary copy), clear its outputs, run all cells, check
-that no cell failed, move the widget's main slider and check that a plot's data changed.
+that no cell failed, move the widget's main slider and check that a plot's data changed. The
+window is 1280 px wide with the file browser open (the narrowest case): no plot may be clipped.
 Screenshots of each widget land in tests_ui/artifacts/."""
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import pytest
 from uihelpers import (
     FACTORIES,
     NOTEBOOK_TIMEOUT,
+    assert_not_clipped,
     move_slider_and_check,
     notebooks_with_widgets,
     report_js_errors,
@@ -82,9 +84,11 @@ def test_notebook_widgets_in_lab(nb_path, page, lab, artifacts):
     cells = widget_cells(nb_path)
     rel = f"notebooks/{nb_path.name}"
     t0 = time.monotonic()
+    page.set_viewport_size({"width": 1280, "height": 1000})
     page.goto(f"{lab.url}/lab?reset&token={lab.token}")
     page.wait_for_function("() => window.jupyterapp !== undefined", timeout=120_000)
     page.evaluate(OPEN_JS, rel)
+    page.evaluate("() => window.jupyterapp.commands.execute('filebrowser:activate')")  # the sidebar open
     page.wait_for_function(f"({KERNEL_JS})()[0] === 'connected' && ({KERNEL_JS})()[1] === 'idle'", timeout=120_000)
 
     page.evaluate("() => window.jupyterapp.commands.execute('notebook:clear-all-cell-outputs')")
@@ -118,6 +122,8 @@ def test_notebook_widgets_in_lab(nb_path, page, lab, artifacts):
         out.scroll_into_view_if_needed()
         wait_plots(page, out, FACTORIES[factory][1])
         assert "Error displaying widget" not in out.inner_text()
+        assert page.locator("#filebrowser").is_visible(), "the file browser sidebar is not open"
+        assert_not_clipped(out, f"{rel} {factory} at 1280 px with the sidebar")
         moved = move_slider_and_check(page, out, factory)
         page.wait_for_timeout(500)  # let plotly finish its transition before the picture
         out.scroll_into_view_if_needed()

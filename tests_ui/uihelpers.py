@@ -178,25 +178,6 @@ def jupyter_env(tmp: Path) -> dict:
 
 # ----------------------------------------------------------------------------- in the page
 
-# anywidget 0.11.0 gives each widget model 2 s (AbortSignal.timeout(2000)) to load its ESM; past
-# that its `ready` promise is rejected ("[anywidget] Failed to initialize model.") and the model
-# drops every later message from the kernel: the plotly FigureWidget still draws, but never
-# follows a slider again. Loading plotly's 5 MB widget bundle for several figures at once (Voila
-# creates all the page's models together) takes longer than 2 s on a busy 2-core machine, so
-# the check failed at random (seen for layer_shrinkage and active_paths in Voila). The tests
-# give it 120 s, to test the app rather than the machine's load; MESIMP_UI_ANYWIDGET_2S=1 keeps
-# anywidget's own 2 s (to reproduce what a user on a slow machine can see).
-ANYWIDGET_PATIENCE_JS = """
-{ const timeout = AbortSignal.timeout.bind(AbortSignal);
-  AbortSignal.timeout = (ms) => timeout(ms === 2000 ? 120000 : ms); }
-"""
-
-
-def patient_anywidget(page) -> None:
-    if os.environ.get("MESIMP_UI_ANYWIDGET_2S") != "1":
-        page.add_init_script(ANYWIDGET_PATIENCE_JS)
-
-
 PLOT_DATA_JS = """
 el => Array.from(el.querySelectorAll('.js-plotly-plot')).map(
     d => JSON.stringify([d.data || null, (d.layout && d.layout.shapes) || null]))
@@ -228,11 +209,26 @@ def slider(container, label: str):
     ).first
 
 
-def move_slider_and_check(page, container, factory: str, timeout_s: float = 90) -> dict:
-    """Press ArrowRight on the main slider's handle (ArrowLeft if it is at the end) and wait
+def slider_labels(container) -> list[str]:
+    """The descriptions of every ipywidgets slider in ``container``, in page order."""
+    return [t.strip() for t in container.locator(".widget-slider .widget-label").all_inner_texts() if t.strip()]
+
+
+def wait_plot_change(page, container, before: list[str], timeout_s: float) -> list[int]:
+    """Indices of the plots whose data or shapes differ from ``before``, waiting up to ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    after = before
+    while time.monotonic() < deadline:
+        after = plot_data(container)
+        if len(after) == len(before) and after != before:
+            break
+        page.wait_for_timeout(250)
+    return [i for i, (a, b) in enumerate(zip(before, after)) if a != b]
+
+
+def move_slider(page, container, label: str, what: str, timeout_s: float = 60) -> dict:
+    """Press ArrowRight on slider ``label``'s handle (ArrowLeft if it is at the end) and wait
     until a plot's data (or shapes) changed. Returns what changed, for the report."""
-    label, n = FACTORIES[factory]
-    wait_plots(page, container, n)
     s = slider(container, label)
     readout = s.locator(".widget-readout")
     before_value = readout.inner_text().strip()
@@ -245,18 +241,35 @@ def move_slider_and_check(page, container, factory: str, timeout_s: float = 90) 
     if readout.inner_text().strip() == before_value:  # already the last option
         page.keyboard.press("ArrowLeft")
     after_value = readout.inner_text().strip()
-    assert after_value != before_value, f"{factory}: the {label!r} slider did not move with the keyboard"
-    deadline = time.monotonic() + timeout_s
-    after = before
-    while time.monotonic() < deadline:
-        after = plot_data(container)
-        if len(after) == len(before) and after != before:
-            break
-        page.wait_for_timeout(250)
-    changed = [i for i, (a, b) in enumerate(zip(before, after)) if a != b]
-    assert changed, (f"{factory}: no plot changed within {timeout_s} s after moving {label!r} "
+    assert after_value != before_value, f"{what}: the {label!r} slider did not move with the keyboard"
+    changed = wait_plot_change(page, container, before, timeout_s)
+    assert changed, (f"{what}: no plot changed within {timeout_s} s after moving {label!r} "
                      f"{before_value} -> {after_value}")
     return {"slider": label, "from": before_value, "to": after_value, "plots_changed": changed}
+
+
+def move_slider_and_check(page, container, factory: str, timeout_s: float = 90) -> dict:
+    """Move the factory's main slider (see ``move_slider``) once its plots are drawn."""
+    label, n = FACTORIES[factory]
+    wait_plots(page, container, n)
+    return move_slider(page, container, label, factory, timeout_s)
+
+
+def move_every_control(page, container, factory: str, timeout_s: float = 60) -> list[dict]:
+    """Move every slider of the widget and press its play button (if any): each must change a
+    plot within ``timeout_s`` (no patience injected: what a user's browser does)."""
+    wait_plots(page, container, FACTORIES[factory][1])
+    labels = slider_labels(container)
+    assert FACTORIES[factory][0] in labels, f"{factory}: no {FACTORIES[factory][0]!r} slider in {labels}"
+    moved = [move_slider(page, container, label, factory, timeout_s) for label in labels]
+    play = container.locator(".widget-play button").first
+    if play.count():
+        before = plot_data(container)
+        play.click()
+        changed = wait_plot_change(page, container, before, timeout_s)
+        assert changed, f"{factory}: pressing play changed no plot within {timeout_s} s"
+        moved.append({"control": "play", "plots_changed": changed})
+    return moved
 
 
 def report_js_errors(page) -> None:
@@ -267,3 +280,25 @@ def report_js_errors(page) -> None:
 
     for e in getattr(page, "js_errors", []):
         warnings.warn(f"page error: {e}", stacklevel=2)
+
+
+CLIP_JS = """
+el => Array.from(el.querySelectorAll('.js-plotly-plot')).map(gd => {
+  const svg = gd.querySelector('.main-svg').getBoundingClientRect();
+  const box = gd.parentElement.getBoundingClientRect();
+  return {svg_w: Math.round(svg.width), box_w: Math.round(box.width), svg_right: Math.round(svg.right),
+          box_right: Math.round(box.right), page_w: document.documentElement.clientWidth,
+          overflow: el.scrollWidth - el.clientWidth};
+})
+"""
+
+
+def assert_not_clipped(container, what: str) -> list[dict]:
+    """Every plot of ``container`` fits its box and the window (no fixed width wider than the
+    container, no horizontal scrolling inside the widget)."""
+    sizes = container.evaluate(CLIP_JS)
+    assert sizes, f"{what}: no plots"
+    for s in sizes:
+        assert s["svg_w"] <= s["box_w"] + 2 and s["svg_right"] <= s["page_w"] + 2, f"{what}: a plot is clipped: {s}"
+        assert s["overflow"] <= 2, f"{what}: the widget scrolls sideways: {s}"
+    return sizes

@@ -3,7 +3,9 @@
 ``kernels()`` returns the compiled extension, or None when it cannot be built here (no C++
 compiler or ninja, a non-CPU build...); the pure-PyTorch path in ``meprop.py`` is then used. One
 log line (logger ``mesimp_lib.fused``) says which path is active. Set ``MESIMP_FUSED=0`` to force
-the pure-PyTorch path.
+the pure-PyTorch path. A build that takes more than ``NOTICE_AFTER_S`` seconds (a compile, not
+loading a cached build) logs a warning saying so and shows a ``tqdm.auto`` progress line with
+the elapsed time, so a notebook never compiles for minutes in silence.
 
 The build cache: one folder per build key under ``$TORCH_EXTENSIONS_DIR`` (else
 ``~/.cache/mesimp_lib/native``), named ``mesimp_fused_<key>`` where the key hashes the sources, the
@@ -32,6 +34,34 @@ from pathlib import Path
 log = logging.getLogger("mesimp_lib.fused")
 _lock = threading.Lock()
 _state: dict = {}
+NOTICE_AFTER_S = 2.0  # loading a cached build takes well under this; a compile takes minutes
+COMPILE_NOTICE = ("compiling meProp's native C++ kernels: first use with this torch on this machine, "
+                  "about 1-6 minutes on 2 cores, once (later runs load the build in a second); "
+                  "MESIMP_FUSED=0 skips them")
+
+
+def _load_with_notice(load, **kwargs):
+    """``load(**kwargs)``; past NOTICE_AFTER_S, a warning and an elapsed-time progress line."""
+    done = threading.Event()
+
+    def notice():
+        if done.wait(NOTICE_AFTER_S):
+            return
+        from tqdm.auto import tqdm
+
+        log.warning(COMPILE_NOTICE)
+        with tqdm(desc="compiling native kernels", total=None, bar_format="{desc}: {elapsed} elapsed") as bar:
+            while not done.wait(2.0):
+                bar.refresh()
+
+    watcher = threading.Thread(target=notice, daemon=True)
+    watcher.start()
+    try:
+        return load(**kwargs)
+    finally:
+        done.set()
+        watcher.join()
+
 
 __all__ = ["kernels", "status"]
 
@@ -177,7 +207,8 @@ def _load_cached(load, srcs: list[str], flags: list[str]):
     lock = acquire_lock(folder, float(os.environ.get("MESIMP_BUILD_WAIT", "900")))
     try:
         check_built(folder, name)
-        module = load(name=name, sources=srcs, extra_cflags=flags, build_directory=str(folder), verbose=False)
+        module = _load_with_notice(load, name=name, sources=srcs, extra_cflags=flags, build_directory=str(folder),
+                                   verbose=False)
         so = folder / f"{name}.so"
         tmp = so.with_name(so.name + ".sha256.tmp")
         tmp.write_text(_sha256(so))

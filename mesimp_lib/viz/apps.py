@@ -1,7 +1,8 @@
-"""Interactive apps (ipywidgets + plotly FigureWidget). Each factory returns an object with
-``controls`` (name -> widget), ``figures`` (name -> FigureWidget) and ``widget`` (the box to
-display); displaying the object shows the box. Tests drive them by setting
-``app.controls["k"].value`` and reading ``app.figures[...]``.
+"""Interactive apps (ipywidgets + plain plotly figures in ``panes.FigurePane``; no FigureWidget,
+see panes.py for why). Each factory returns an object with ``controls`` (name -> widget),
+``figures`` (name -> the ``go.Figure`` shown now), ``panes`` (name -> FigurePane) and
+``widget`` (the box to display); displaying the object shows the box. Tests drive them by
+setting ``app.controls["k"].value`` (observers fire at once) and reading ``app.figures[...]``.
 
     active_paths()     the layered network: units coloured by how often meProp selected
                        them; one example's top-k path drawn (sliders: k, example, step)
@@ -16,7 +17,6 @@ from __future__ import annotations
 from functools import lru_cache
 
 import ipywidgets as W
-import plotly.graph_objects as go
 import torch
 import torch.nn.functional as F
 
@@ -27,19 +27,41 @@ from ..results import read_json
 from ..tasks.mnist import MLP, load_mnist
 from ..training import TrainConfig, train
 from . import figures as figs
+from .panes import FigurePane, figure_bundle, row
+from .static import stepped_figure
 
 __all__ = ["ActivePathsApp", "KExplorerApp", "LayerShrinkageApp", "active_paths", "k_explorer", "layer_shrinkage"]
 
 
 class _App:
+    """Displaying an app shows the live widget, then (``static=True``, the default) its
+    ``static_figure()``: the same view stepped by a plotly slider, stored in the notebook, so
+    the course reads without a kernel (any viewer, ``make site``). The Voila app, always live,
+    passes ``static=False``."""
+
     controls: dict
-    figures: dict
+    panes: dict
     widget: W.Widget
+    static: bool = True
+    WITHOUT_KERNEL = ("[live widget: run the cell in Jupyter to use it; the figure below is the same view over "
+                      "the stored runs, with a slider that works without Python]")
+
+    @property
+    def figures(self) -> dict:
+        """name -> the plotly figure each pane shows now."""
+        return {name: pane.figure for name, pane in self.panes.items()}
+
+    def static_figure(self):
+        raise NotImplementedError
 
     def _ipython_display_(self):
         from IPython.display import display
 
-        display(self.widget)
+        bundle = self.widget._repr_mimebundle_()
+        bundle["text/plain"] = self.WITHOUT_KERNEL if self.static else repr(self.widget)
+        display(bundle, raw=True)
+        if self.static:
+            display(figure_bundle(self.static_figure()), raw=True)
 
 
 # ----------------------------------------------------------------------------- active paths
@@ -68,55 +90,73 @@ def compute_path(model: MLP, x: torch.Tensor, y: torch.Tensor) -> dict:
 class ActivePathsApp(_App):
     """The active-paths view over a recorded run (``recordings.record_active_paths``)."""
 
-    def __init__(self, recording: dict | None = None, n_examples: int = 20):
+    def __init__(self, recording: dict | None = None, n_examples: int = 20, static: bool = True):
+        self.static = static
         self.rec = recording or load_active_paths()
         data = load_mnist()
         self.x, self.y = data.dev_x[:n_examples], data.dev_y[:n_examples]
         self.model = MLP(hidden=self.rec["width"], layers=2, k=self.rec["ks"][0], mode="per_example")
+        ks, steps = self.rec["ks"], self.rec["steps"]
+        # one colour scale for every k and step: the largest selection share in the recording
+        self.cmax = max(round(100 * float(c.max()) / max(1, int(snap["examples"])), 2)
+                        for runs in self.rec["runs"].values() for snap in runs for c in snap["counts"])
+        first_ok = next((e for e in range(n_examples)
+                         if (p := self.state(ks[1], e, steps[-1]))["pred"] == p["label"]), 0)
         self.controls = {
-            "k": W.SelectionSlider(options=self.rec["ks"], value=self.rec["ks"][1], description="k"),
-            "example": W.IntSlider(min=0, max=n_examples - 1, value=0, description="example"),
-            "step": W.SelectionSlider(options=self.rec["steps"], value=self.rec["steps"][-1], description="step"),
+            "k": W.SelectionSlider(options=ks, value=ks[1], description="k"),
+            "example": W.IntSlider(min=0, max=n_examples - 1, value=first_ok, description="example"),
+            "step": W.SelectionSlider(options=steps, value=steps[-1], description="step"),
         }
         first = self.state()
-        self.figures = {
-            "network": go.FigureWidget(figs.network_figure(first)),
-            "digit": go.FigureWidget(figs.digit_figure(self.x[0], first)),
+        self.panes = {
+            "digit": FigurePane(figs.digit_figure(self.x[first_ok], first), min_width="220px", max_width="280px",
+                                flex="0 1 260px"),
+            "network": FigurePane(figs.network_figure(first), min_width="420px", flex="1 1 560px"),
         }
         for c in self.controls.values():
             c.observe(lambda _change: self.update(), names="value")
         self.widget = W.VBox([
-            W.HBox(list(self.controls.values())),
-            W.HBox([self.figures["digit"], self.figures["network"]]),
+            row(list(self.controls.values())),
+            row([self.panes["digit"].widget, self.panes["network"].widget]),
             W.HTML(figs.NETWORK_CAPTION),
         ])
 
-    def state(self) -> dict:
-        k = self.controls["k"].value if hasattr(self, "controls") else self.rec["ks"][1]
-        e = self.controls["example"].value if hasattr(self, "controls") else 0
-        step = self.controls["step"].value if hasattr(self, "controls") else self.rec["steps"][-1]
+    def state(self, k: int | None = None, example: int | None = None, step: int | None = None) -> dict:
+        """The path of one example (default: the controls' k, example and step)."""
+        k = k if k is not None else self.controls["k"].value
+        e = example if example is not None else self.controls["example"].value
+        step = step if step is not None else self.controls["step"].value
         snap = self.rec["runs"][k][self.rec["steps"].index(step)]
         self.model.load_state_dict(snap["state_dict"])
         for layer in self.model.hidden:
             layer.k = k
         path = compute_path(self.model, self.x[e : e + 1], self.y[e : e + 1])
         seen = max(1, int(snap["examples"]))
-        path.update(k=k, step=step, example=e, width=self.rec["width"],
-                    shares=[(c.double() / seen).tolist() for c in snap["counts"]], examples_seen=int(snap["examples"]))
+        path.update(k=k, step=step, example=e, width=self.rec["width"], cmax=getattr(self, "cmax", None),
+                    shares=[(c.double() / seen).tolist() for c in snap["counts"]], examples_seen=int(snap["examples"]),
+                    edges=self._strongest_edges(path, k))
         return path
+
+    def _strongest_edges(self, path: dict, k: int) -> list[tuple[int, int, float]]:
+        """The k strongest weights |W2[b, a]| between the path's units of hidden 1 (a) and hidden 2
+        (b), scaled to the strongest: drawing every pair (k^2 lines) hides the path at k = 16."""
+        sel1, sel2 = path["layers"][0]["selected"], path["layers"][1]["selected"]
+        w = self.model.hidden[1].weight.detach().abs()  # (out = hidden 2, in = hidden 1)
+        pairs = sorted(((a, b, float(w[b, a])) for a in sel1 for b in sel2), key=lambda t: -t[2])[:k]
+        top = pairs[0][2] if pairs else 1.0
+        return [(a, b, round(v / top, 3)) for a, b, v in pairs]
+
+    def static_figure(self):
+        """The network at every recorded k (final step, the opening example), with a k slider."""
+        e, step = self.controls["example"].value, self.rec["steps"][-1]
+        steps = {str(k): figs.network_figure(self.state(k, e, step)) for k in self.rec["ks"]}
+        return stepped_figure(steps, "k", str(self.rec["ks"][1]),
+                              f"k slider: stored weights after {step} steps, example {e}; no kernel needed")
 
     def update(self) -> None:
         s = self.state()
-        new = figs.network_figure(s)
-        with self.figures["network"].batch_update():
-            for trace, fresh in zip(self.figures["network"].data, new.data):
-                trace.update(fresh.to_plotly_json())
-            self.figures["network"].layout.title = new.layout.title
-        e = self.controls["example"].value
-        d = figs.digit_figure(self.x[e], s)
-        with self.figures["digit"].batch_update():
-            self.figures["digit"].data[0].z = d.data[0].z
-            self.figures["digit"].layout.title = d.layout.title
+        self.panes["network"].show(figs.network_figure(s))
+        self.panes["digit"].show(figs.digit_figure(self.x[self.controls["example"].value], s))
 
 
 def active_paths(**kwargs) -> ActivePathsApp:
@@ -139,12 +179,28 @@ def _load_shrinkage_runs() -> dict:
     return runs
 
 
+# the dense reference of the MNIST widget runs: the same data, epochs, batch, evaluations and seed
+# (kept beside the widget recordings, not in the widget_shrinkage suite, whose table counts meSimp runs)
+DENSE_REFERENCE = "shrinkage-dense-reference.json"
+SAME_SETTING = ("task", "train_limit", "epochs", "batch_size", "evals_per_epoch", "seed", "hidden", "layers")
+
+
+def _load_dense_reference() -> dict | None:
+    f = experiments.results_dir("widgets") / DENSE_REFERENCE
+    return read_json(f) if f.exists() else None
+
+
 class LayerShrinkageApp(_App):
     """meSimp's layer widths over training, from precomputed runs (prune rate x k)."""
 
-    def __init__(self, runs: dict | None = None):
-        """``runs``: {(prune rate, k): stored meSimp result} (default: the MNIST widget runs).
-        The "run live" button trains small MNIST runs, so it is shown for MNIST runs only."""
+    def __init__(self, runs: dict | None = None, dense: dict | None = None, static: bool = True):
+        """``runs``: {(prune rate, k): stored meSimp result} (default: the MNIST widget runs);
+        ``dense``: a stored dense run drawn as the reference wherever its setting (data, epochs,
+        batch, seed, network) equals a run's (default for the MNIST runs: widgets/
+        shrinkage-dense-reference.json). The "run live" button trains small MNIST runs, so it is shown
+        for MNIST runs only."""
+        self.static = static
+        self.dense = dense if runs else (dense or _load_dense_reference())
         self.runs = runs or _load_shrinkage_runs()
         rates = sorted({p for p, _ in self.runs})
         ks = sorted({k for _, k in self.runs})
@@ -164,17 +220,21 @@ class LayerShrinkageApp(_App):
             if any(r["config"].get("task") == "pos" for r in self.runs.values()):
                 caption = caption.replace("the width of each hidden layer", "the memory cells left in each "
                                           "direction of the LSTM").replace("a unit is deleted", "a cell is deleted")
+        if len(ks) == 1:  # a slider with one value moves nothing: say why instead
+            self.controls["k"].layout.display = "none"
+            caption += (f" <b>k:</b> only k = {ks[0]} was run for these stored runs, so there is no k slider; "
+                        "more values of k need more stored runs (see the suite's command in each run's JSON).")
         self.progress = W.IntProgress(min=0, max=1, value=0, description="live run", layout=W.Layout(visibility="hidden"))
         self.live: dict = {}
-        self.figures = {"widths": go.FigureWidget(figs.shrinkage_figure(self.current(), marker_at=None))}
+        self.panes = {"widths": FigurePane(self.figure(marker_at=None))}
         self._sync_prune_range()
         for name in ("prune_rate", "k", "prune"):
             self.controls[name].observe(lambda _c: self.update(), names="value")
         self.controls["run_live"].on_click(lambda _b: self.run_live())
         self.widget = W.VBox([
-            W.HBox([self.controls["prune_rate"], self.controls["k"]]),
-            W.HBox([self.controls["play"], self.controls["prune"], self.controls["run_live"], self.progress]),
-            self.figures["widths"],
+            row([self.controls["prune_rate"], self.controls["k"]]),
+            row([self.controls["play"], self.controls["prune"], self.controls["run_live"], self.progress]),
+            self.panes["widths"].widget,
             W.HTML(caption),
         ])
         self.update()
@@ -199,18 +259,21 @@ class LayerShrinkageApp(_App):
 
     def update(self) -> None:
         self._sync_prune_range()
-        r = self.current()
-        new = figs.shrinkage_figure(r, marker_at=self.controls["prune"].value)
-        fig = self.figures["widths"]
-        with fig.batch_update():
-            if len(fig.data) != len(new.data):
-                fig.data = []
-                fig.add_traces(list(new.data))
-            else:
-                for trace, fresh in zip(fig.data, new.data):
-                    trace.update(fresh.to_plotly_json())
-            fig.layout.title = new.layout.title
-            fig.layout.shapes = new.layout.shapes
+        self.panes["widths"].show(self.figure(marker_at=self.controls["prune"].value))
+
+    def static_figure(self):
+        """Every stored run's final widths, with a slider over (prune rate, k)."""
+        steps = {f"rate {p}, k {k}": self.figure(None, self.runs[(p, k)]) for p, k in sorted(self.runs)}
+        key = (self.controls["prune_rate"].value, self.controls["k"].value)
+        return stepped_figure(steps, "run", f"rate {key[0]}, k {key[1]}",
+                              "slider: the stored runs (prune rate, k); no kernel needed")
+
+    def figure(self, marker_at: int | None, result: dict | None = None):
+        """The current run's figure, with the dense reference when it was trained the same way."""
+        r = result or self.current()
+        same = self.dense is not None and not r.get("live") and all(
+            self.dense["config"].get(f) == r["config"].get(f) for f in SAME_SETTING)
+        return figs.shrinkage_figure(r, marker_at=marker_at, dense=self.dense if same else None)
 
     def run_live(self, train_limit: int = 5000, epochs: int = 2) -> dict:
         """Train the current (prune rate, k) on a small subset and show it instead of the stored run."""
@@ -239,8 +302,10 @@ def layer_shrinkage(**kwargs) -> LayerShrinkageApp:
 
 @lru_cache(maxsize=1)
 def _demo_model() -> MLP:
-    """A 784-500-500-10 MLP trained densely for one quick epoch (5,000 images, seed 1)."""
-    cfg = TrainConfig(method="dense", epochs=1, train_limit=5000, batch_size=50, rows_every=0, evals_per_epoch=1)
+    """A 784-500-500-10 MLP trained densely for one quick epoch (5,000 images, seed 1) with plain
+    SGD (lr 0.1): the gradient the k explorer shows is backprop's own, shaped by no optimizer state."""
+    cfg = TrainConfig(method="dense", optimizer="sgd", epochs=1, train_limit=5000, batch_size=50, rows_every=0,
+                      evals_per_epoch=1)
     return train(cfg, progress=False, return_model=True)["model"]
 
 
@@ -263,29 +328,50 @@ def accuracy_curves() -> dict:
     return out
 
 
+def dense_accuracy() -> tuple[float, float] | None:
+    """Mean and sd of the test accuracy of the dense 784-500-500-10 runs of the k grid."""
+    import statistics
+
+    vals = [100 * read_json(f)["test_acc"] for f in sorted(experiments.results_dir("k_grid").glob("dense-s*.json"))]
+    if not vals:
+        return None
+    return round(statistics.mean(vals), 2), round(statistics.stdev(vals), 2) if len(vals) > 1 else 0.0
+
+
 class KExplorerApp(_App):
-    def __init__(self, n_examples: int = 20):
+    def __init__(self, n_examples: int = 20, static: bool = True):
+        self.static = static
         data = load_mnist()
         self.x, self.y = data.dev_x[:n_examples], data.dev_y[:n_examples]
         self.curves = accuracy_curves()
+        self.dense = dense_accuracy()
         self.model = _demo_model()
         self.controls = {
             "k": W.SelectionSlider(options=list(KS), value=20, description="k"),
             "example": W.IntSlider(min=0, max=n_examples - 1, value=0, description="example"),
         }
-        self.figures = {
-            "accuracy": go.FigureWidget(figs.k_curves_figure(self.curves, 20)),
-            "gradient": go.FigureWidget(figs.gradient_figure(self.gradient())),
+        self.panes = {
+            "accuracy": FigurePane(figs.k_curves_figure(self.curves, 20, self.dense)),
+            "gradient": FigurePane(figs.gradient_figure(self.gradient())),
         }
         for c in self.controls.values():
             c.observe(lambda _c: self.update(), names="value")
-        self.widget = W.VBox([W.HBox(list(self.controls.values())),
-                              W.HBox([self.figures["accuracy"], self.figures["gradient"]]),
+        self.readout = W.HTML(self._readout())
+        self.widget = W.VBox([row(list(self.controls.values())), self.readout,
+                              row([self.panes["accuracy"].widget, self.panes["gradient"].widget]),
                               W.HTML(figs.K_CAPTION)])
 
-    def gradient(self) -> dict:
-        k = self.controls["k"].value if hasattr(self, "controls") else 20
-        e = self.controls["example"].value if hasattr(self, "controls") else 0
+    def static_figure(self):
+        """The example's sorted gradient at every k of the grid, with a k slider."""
+        e = self.controls["example"].value
+        steps = {str(k): figs.gradient_figure(self.gradient(k, e)) for k in KS}
+        return stepped_figure(steps, "k", str(self.controls["k"].value),
+                              f"k slider: example {e} of the live-trained network (computed when the cell ran); "
+                              "no kernel needed")
+
+    def gradient(self, k: int | None = None, e: int | None = None) -> dict:
+        k = k if k is not None else (self.controls["k"].value if hasattr(self, "controls") else 20)
+        e = e if e is not None else (self.controls["example"].value if hasattr(self, "controls") else 0)
         layer = self.model.hidden[1]
         old = layer.k
         layer.k, layer.mode = k, "per_example"
@@ -297,16 +383,13 @@ class KExplorerApp(_App):
         return {"g": g, "selected": path["layers"][1]["selected"], "k": k, "example": e, "label": path["label"]}
 
     def update(self) -> None:
-        k = self.controls["k"].value
-        acc = figs.k_curves_figure(self.curves, k)
-        grad = figs.gradient_figure(self.gradient())
-        for name, new in (("accuracy", acc), ("gradient", grad)):
-            fig = self.figures[name]
-            with fig.batch_update():
-                for trace, fresh in zip(fig.data, new.data):
-                    trace.update(fresh.to_plotly_json())
-                fig.layout.shapes = new.layout.shapes
-                fig.layout.title = new.layout.title
+        self.panes["accuracy"].show(figs.k_curves_figure(self.curves, self.controls["k"].value, self.dense))
+        self.panes["gradient"].show(figs.gradient_figure(self.gradient()))
+        self.readout.value = self._readout()
+
+    def _readout(self) -> str:
+        grad = self.panes["gradient"].figure
+        return f"<b>{grad.layout.title.text.replace('<br>', ' ')}</b>"
 
 
 def k_explorer(**kwargs) -> KExplorerApp:

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import plotly.graph_objects as go
 
-COLORS = {"dense": "#636efa", "meprop": "#ef553b", "random": "#00cc96"}
-PALETTE = ["#636efa", "#ef553b", "#00cc96", "#ab63fa", "#ffa15a", "#19d3f3"]
+from .style import COLORS, PALETTE  # noqa: F401 - COLORS is part of this module's interface
 
 
 def _r(values, digits=4):
@@ -18,6 +17,8 @@ def learning_curves(results: dict[str, dict], metric: str = "dev_acc", title: st
     ``results`` maps a legend label to a result dict of ``mesimp_lib.training.train``.
     """
     fig = go.Figure()
+    tasks = {r.get("config", {}).get("task", "mnist") for r in results.values()}
+    what = "training images" if tasks <= {"mnist"} else "training sentences" if not tasks & {"mnist"} else "training data"
     for i, (label, r) in enumerate(results.items()):
         h = r["history"]
         fig.add_trace(
@@ -32,7 +33,7 @@ def learning_curves(results: dict[str, dict], metric: str = "dev_acc", title: st
         )
     fig.update_layout(
         title=title or f"{metric.replace('_acc', '').title()} accuracy during training",
-        xaxis_title="epoch (fraction of a pass over the training images)",
+        xaxis_title=f"epoch (passes over the {what})",
         yaxis_title=f"{metric.replace('_acc', '')} accuracy (%)",
         legend_title="run",
         template="plotly_white",
@@ -66,187 +67,6 @@ def time_split_bars(results: dict[str, dict], title: str = "Where the training t
         template="plotly_white",
         height=360,
         margin={"l": 60, "r": 20, "t": 50, "b": 50},
-    )
-    return fig
-
-
-# ----------------------------------------------------------------------------- active paths
-
-NETWORK_CAPTION = (
-    "<b>How to read it.</b> Left: the input digit. Right: each dot is a hidden unit (two hidden layers of 64, "
-    "then the 10 outputs). "
-    "Its colour is the share of training examples, so far, whose top-k gradient contained it: bright units "
-    "are chosen often, dark ones seldom (meSimp would delete those). Red rings mark the k units on <i>this</i> "
-    "example's path (its k largest output-gradient entries per layer, zero entries excluded); grey lines join "
-    "the path from layer to layer and to the example's true class. Hover a unit for its id, share and gradient."
-)
-
-
-def _ys(n: int) -> list[float]:
-    return [round(i / max(1, n - 1), 4) for i in range(n)]
-
-
-def network_figure(state: dict) -> go.Figure:
-    """Layered view: units coloured by selection share, the example's top-k path highlighted."""
-    width = state["width"]
-    xs_layer = [1, 2]
-    y_hidden = _ys(width)
-    y_out = [round(0.1 + 0.8 * i / 9, 4) for i in range(10)]
-    sel = [layer["selected"] for layer in state["layers"]]
-    # edges: hidden1 selected -> hidden2 selected, hidden2 selected -> the true class
-    ex, ey = [], []
-    for a in sel[0]:
-        for b in sel[1]:
-            ex += [1, 2, None]
-            ey += [y_hidden[a], y_hidden[b], None]
-    for b in sel[1]:
-        ex += [2, 3, None]
-        ey += [y_hidden[b], y_out[state["label"]], None]
-    traces = [go.Scatter(x=ex, y=ey, mode="lines", line={"color": "rgba(120,120,120,0.35)", "width": 1},
-                         hoverinfo="skip", name="path connections", showlegend=True)]
-    for li, x in enumerate(xs_layer):
-        share = state["shares"][li]
-        g = state["layers"][li]["g"]
-        on = set(sel[li])
-        text = [f"hidden layer {li + 1}, unit {j}<br>chosen for {100 * share[j]:.1f}% of examples so far"
-                f"<br>this example's gradient: {g[j]:.2e}<br>{'ON' if j in on else 'off'} this example's top-k path"
-                for j in range(width)]
-        traces.append(go.Scatter(
-            x=[x] * width, y=y_hidden, mode="markers", name=f"hidden layer {li + 1} units",
-            marker={"size": 9, "color": [round(100 * s, 2) for s in share], "colorscale": "Viridis", "cmin": 0,
-                    "cmax": max(1.0, round(100 * max(max(state["shares"][0]), max(state["shares"][1])), 2)),
-                    "colorbar": {"title": "% of examples<br>choosing unit", "x": 1.02} if li == 0 else None,
-                    "showscale": li == 0},
-            text=text, hovertemplate="%{text}<extra></extra>", showlegend=False))
-        traces.append(go.Scatter(
-            x=[x] * len(sel[li]), y=[y_hidden[j] for j in sel[li]], mode="markers",
-            name=f"on this example's path (layer {li + 1})", showlegend=li == 0,
-            marker={"size": 14, "color": "rgba(0,0,0,0)", "line": {"color": "#d62728", "width": 2.5}},
-            hoverinfo="skip"))
-    traces.append(go.Scatter(
-        x=[3] * 10, y=y_out, mode="markers+text", text=[str(c) for c in range(10)], textposition="middle right",
-        marker={"size": 12, "color": ["#d62728" if c == state["label"] else "#bbbbbb" for c in range(10)]},
-        name="output (true class red)", hovertemplate="class %{text}<extra></extra>"))
-    fig = go.Figure(traces)
-    fig.update_layout(
-        title=f"k = {state['k']} of {width} units per layer, after {state['step']} training steps: example "
-              f"{state['example']} (digit {state['label']}, predicted {state['pred']})",
-        xaxis={"tickvals": [1, 2, 3], "ticktext": ["hidden 1", "hidden 2", "output"], "range": [0.6, 3.5],
-               "title": "layer"},
-        yaxis={"visible": False, "range": [-0.05, 1.05]},
-        template="plotly_white", height=460, width=720, legend={"orientation": "h", "y": -0.15},
-        margin={"l": 20, "r": 20, "t": 60, "b": 40},
-    )
-    return fig
-
-
-def digit_figure(x, state: dict) -> go.Figure:
-    img = x.reshape(28, 28).flip(0)
-    fig = go.Figure(go.Heatmap(z=[[round(float(v), 3) for v in row] for row in img], colorscale="gray_r",
-                               showscale=False, hovertemplate="pixel value %{z}<extra></extra>"))
-    fig.update_layout(title=f"input: digit {state['label']}", width=260, height=280, template="plotly_white",
-                      xaxis={"visible": False}, yaxis={"visible": False, "scaleanchor": "x"},
-                      margin={"l": 10, "r": 10, "t": 40, "b": 10})
-    return fig
-
-
-# ----------------------------------------------------------------------------- layer shrinkage
-
-SHRINKAGE_CAPTION = (
-    "<b>How to read it.</b> Solid lines: the width of each hidden layer (left axis) after every meSimp prune; "
-    "dotted vertical lines: prune events (a unit is deleted when fewer than <i>prune rate</i> x examples seen "
-    "chose it since the last prune); dashed line: dev accuracy measured right after each prune (right axis). "
-    "Shaded epochs only train (odd cycles): the structure is fixed there. Move the sliders to switch between "
-    "stored runs; press play to step through the prunes; <i>run live</i> trains the current setting on a small "
-    "subset."
-)
-
-
-def shrinkage_figure(result: dict, marker_at: int | None = None) -> go.Figure:
-    hist = result["widths_history"]
-    cfg = result["config"]
-    epochs = [h["epoch"] for h in hist]
-    n_layers = len(hist[0]["widths"])
-    traces = []
-    if cfg.get("task") == "pos":  # a BiLSTM: one width per direction
-        names = hover = ["forward LSTM cells", "backward LSTM cells"]
-    else:
-        names = [f"hidden layer {li + 1}" for li in range(n_layers)]
-        hover = [f"layer {li + 1}" for li in range(n_layers)]
-    for li in range(n_layers):
-        traces.append(go.Scatter(x=epochs, y=[h["widths"][li] for h in hist], mode="lines+markers",
-                                 line={"shape": "hv", "color": PALETTE[li]}, name=f"{names[li]} width",
-                                 hovertemplate=f"{hover[li]}<br>epoch %{{x}}<br>%{{y}} units<extra></extra>"))
-    acc = [(h["epoch"], round(100 * h["dev_acc"], 2)) for h in hist if h.get("dev_acc") is not None]
-    traces.append(go.Scatter(x=[a for a, _ in acc], y=[b for _, b in acc], yaxis="y2", mode="lines",
-                             line={"dash": "dash", "color": "#444"}, name="dev accuracy after prune (%)",
-                             hovertemplate="epoch %{x}<br>dev %{y:.2f}%<extra></extra>"))
-    m = marker_at if marker_at is not None else len(hist) - 1
-    m = max(0, min(m, len(hist) - 1))
-    traces.append(go.Scatter(x=[epochs[m]] * n_layers, y=hist[m]["widths"], mode="markers",
-                             marker={"size": 14, "symbol": "diamond", "color": "#d62728"},
-                             name=f"prune #{m}: widths {hist[m]['widths']}", hoverinfo="skip"))
-    shapes = [{"type": "line", "x0": e, "x1": e, "y0": 0, "y1": 1, "yref": "paper",
-               "line": {"dash": "dot", "width": 1, "color": "#bbbbbb"}} for e in epochs[1:]]
-    ce = cfg["cycle_epochs"]
-    for c in range(1, cfg["epochs"] // ce + 1, 2):
-        shapes.append({"type": "rect", "x0": c * ce, "x1": min(cfg["epochs"], (c + 1) * ce), "y0": 0, "y1": 1,
-                       "yref": "paper", "fillcolor": "rgba(100,100,100,0.08)", "line": {"width": 0}})
-    fig = go.Figure(traces)
-    live = " (live run)" if result.get("live") else ""
-    fig.update_layout(
-        title=f"meSimp, k={cfg['k']}, prune rate {cfg['prune_rate']}{live}: final widths {hist[-1]['widths']}",
-        xaxis_title="epoch", yaxis={"title": "units in the layer", "rangemode": "tozero"},
-        yaxis2={"title": "dev accuracy (%)", "overlaying": "y", "side": "right", "range": [0, 100],
-                "tickmode": "linear", "tick0": 0, "dtick": 20, "showgrid": False},
-        shapes=shapes, template="plotly_white", height=420, legend={"orientation": "h", "y": -0.2},
-        margin={"l": 60, "r": 60, "t": 50, "b": 40},
-    )
-    return fig
-
-
-# ----------------------------------------------------------------------------- k explorer
-
-K_CAPTION = (
-    "<b>How to read it.</b> Left: test accuracy against k (log axis; 500 = every unit) for meProp top-k, "
-    "random-k and a dense network whose hidden layers have only k units, mean over seeds with the spread as "
-    "error bars, from the stored experiment grid; the red line marks the chosen k. Right: one dev example's "
-    "output gradient in the second hidden layer of a briefly trained network: red bars are the k entries "
-    "meProp keeps, grey the ones it drops; only the red units' weight rows get a gradient."
-)
-
-
-def k_curves_figure(curves: dict, k: int) -> go.Figure:
-    traces = []
-    for i, (label, (xs, ys, sds)) in enumerate(curves.items()):
-        traces.append(go.Scatter(x=xs, y=ys, error_y={"type": "data", "array": sds, "visible": True},
-                                 mode="lines+markers", name=label, line={"color": PALETTE[i]},
-                                 hovertemplate=f"{label}<br>k=%{{x}}<br>%{{y:.2f}}%<extra></extra>"))
-    empty = not any(xs for xs, _, _ in curves.values())
-    fig = go.Figure(traces)
-    fig.update_layout(
-        title=f"Test accuracy against k (k = {k} marked)" + (": no stored grid results yet" if empty else ""),
-        xaxis={"type": "log", "title": "k (entries kept per example, of 500)"},
-        yaxis={"title": "test accuracy (%)"},
-        shapes=[{"type": "line", "x0": k, "x1": k, "y0": 0, "y1": 1, "yref": "paper",
-                 "line": {"color": "#d62728", "width": 2}}],
-        template="plotly_white", height=380, width=520, legend={"orientation": "h", "y": -0.25},
-        margin={"l": 60, "r": 20, "t": 50, "b": 40},
-    )
-    return fig
-
-
-def gradient_figure(grad: dict) -> go.Figure:
-    g = grad["g"]
-    on = set(grad["selected"])
-    fig = go.Figure(go.Bar(
-        x=list(range(len(g))), y=[round(v, 6) for v in g],
-        marker_color=["#d62728" if j in on else "#c7c7c7" for j in range(len(g))],
-        hovertemplate="unit %{x}<br>dL/dy = %{y:.2e}<extra></extra>", name="output gradient"))
-    fig.update_layout(
-        title=f"Example {grad['example']} (digit {grad['label']}): {len(on)} of {len(g)} entries kept (k = {grad['k']})",
-        xaxis_title="unit of hidden layer 2", yaxis_title="dL/dy (kept: red)", template="plotly_white",
-        height=380, width=560, margin={"l": 60, "r": 20, "t": 50, "b": 40}, showlegend=False,
     )
     return fig
 
@@ -397,7 +217,8 @@ def speedup_figure(bench: dict) -> go.Figure:
                 continue
             traces.append(go.Scatter(
                 x=_r([r["n"] / r["k"] for r in rows], 3), y=_r([r["speedup"] for r in rows], 3), mode="markers",
-                name=f"one layer, unified, n={n}" + (", all cores" if multi else ""),
+                name=f"one layer, unified, n={n}", legendgroup=f"n{n}", showlegend=not multi or not any(
+                    t.legendgroup == f"n{n}" for t in traces),
                 marker={"size": 11, "color": "white" if multi else PALETTE[i % len(PALETTE)],
                         "symbol": [symbols.get(r["batch"], "cross") for r in rows],
                         "line": {"width": 2, "color": PALETTE[i % len(PALETTE)]}},
@@ -419,9 +240,6 @@ def speedup_figure(bench: dict) -> go.Figure:
                 text=[hover(r, f"MLP backward, {mode}, kernel {r.get('kernel', 'torch')}, "
                                f"dW {r.get('weight_grad', 'buffer')}") for r in rows],
                 hovertemplate="%{text}<extra></extra>"))
-    for batch, symbol in symbols.items():  # legend entries for the symbols
-        traces.append(go.Scatter(x=[None], y=[None], mode="markers", name=f"batch {batch}",
-                                 marker={"size": 10, "symbol": symbol, "color": "#999"}))
     xs = [x for t in traces for x in t.x if x is not None]
     top = max(xs + [2.0]) * 1.5
     traces.append(go.Scatter(x=[1, top], y=[1, top], mode="lines", name="FLOP limit y = n/k",
@@ -430,11 +248,13 @@ def speedup_figure(bench: dict) -> go.Figure:
                              line={"dash": "dot", "color": "#999"}, hoverinfo="skip"))
     fig = go.Figure(traces)
     fig.update_layout(
-        title=f"{title}: one layer's backward and the paper's MLP<br><sup>{_env_line(bench)}</sup>",
+        title=f"{title}: one layer's backward and the paper's MLP<br><sup>{_env_line(bench)}<br>one-layer "
+              "symbols: circle batch 1, square batch 32, diamond batch 256; hollow: all cores; each point the "
+              "median of interleaved rounds</sup>",
         xaxis={"type": "log", "title": "n / k (how many times fewer backward multiply-adds)"},
-        yaxis={"type": "log", "title": "speedup over dense backward (median of interleaved rounds)"},
-        template="plotly_white", height=520, legend={"font": {"size": 11}},
-        margin={"l": 70, "r": 20, "t": 70, "b": 50},
+        yaxis={"type": "log", "title": "backward speedup over dense", "automargin": True},
+        template="plotly_white", height=540, legend={"font": {"size": 11}},
+        margin={"l": 80, "r": 20, "t": 110, "b": 50},
     )
     return fig
 
@@ -477,3 +297,16 @@ def bench_facts(bench: dict) -> list[str]:
     else:
         out.append(f"one-layer unified rows: {missing}")
     return out
+
+
+from .app_figures import (  # noqa: E402,F401 - the apps' figures, re-exported for older imports
+    K_CAPTION,
+    NETWORK_CAPTION,
+    SHRINKAGE_CAPTION,
+    digit_figure,
+    gradient_figure,
+    k_curves_figure,
+    kept_share,
+    network_figure,
+    shrinkage_figure,
+)
