@@ -22,9 +22,11 @@ from .validate import SEED_MAX, check_device, check_float, check_int
 HELP = {
     "task": "data set and model: mnist (MLP), pos (BiLSTM POS tagger on UD English EWT), parse (Chen & Manning "
             "dependency parser on UD English EWT)",
-    "method": "dense, meprop (top-k backprop) or random (random-k backprop)",
+    "method": "dense, meprop (top-k backprop), random (random-k backprop), mesimp (top-k + pruning) or meact "
+              "(active paths, MNIST only)",
     "k": "gradient entries kept per example: an int, a fraction of the width in (0, 1], or none",
-    "mode": "meprop top-k selection: per_example (the paper) or unified (one set per batch)",
+    "mode": "meprop top-k selection: per_example (the paper) or unified (one set per batch); random is what "
+            "--method random uses",
     "rescale": "random-k only: multiply kept entries by width/k (not in the paper)",
     "k_out": "meProp on the output layer too (default none = dense, as the papers)",
     "hidden": "hidden width",
@@ -33,7 +35,7 @@ HELP = {
     "optimizer": "adam or adagrad (unmodified, as the paper), sgd, or lazy_adam / lazy_sgd (update only rows "
                  "with a gradient: NOT the paper's optimizer; on pos / parse the embeddings then get row-sparse "
                  "gradients, so only the rows looked up move)",
-    "lr": "learning rate (default 1e-3 for adam, 1e-2 for adagrad)",
+    "lr": "learning rate (default 1e-3 for adam and lazy_adam, 1e-2 for adagrad, 0.1 for sgd and lazy_sgd)",
     "epochs": "training epochs",
     "batch_size": "mini-batch size (paper C#: 10, authors' PyTorch: 50)",
     "evals_per_epoch": "dev/test evaluations per epoch",

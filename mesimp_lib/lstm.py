@@ -424,6 +424,7 @@ class MePropLSTM(TopKWidth, nn.Module):
         else:
             self.register_parameter("bias_ih", None)
             self.register_parameter("bias_hh", None)
+        check_rescale(rescale, mode)
         self.mode = mode
         self.reverse = bool(reverse)
         self.rescale = rescale

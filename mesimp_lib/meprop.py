@@ -789,6 +789,7 @@ class MePropLinear(TopKWidth, nn.Module):
         check_layer_flags(compact_threshold=compact_threshold, bias=bias, rescale=rescale, sparsify_bias=sparsify_bias,
                           count_zero_hits=count_zero_hits, track_stats=track_stats, device=device, dtype=dtype)
         _check_mode(mode)
+        check_rescale(rescale, mode)  # at the boundary too (and again at every forward, if mode changes later)
         _check_weight_grad(weight_grad)
         check_choice("kernel", kernel, KERNELS)
         if kernel == "native":

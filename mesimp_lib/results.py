@@ -49,12 +49,13 @@ def finite_or_none(obj, where: str = "") -> tuple[object, list[str]]:
 
 
 def mean_sd(values: list[float]) -> str:
-    """Shares in [0, 1] as "mean ± sd" in percent (sd 0 for one value, "-" for none)."""
+    """Shares in [0, 1] as "mean ± sd" in percent; one value alone (no spread to show) without "± sd",
+    "-" for none."""
     if not values:
         return "-"
-    m = statistics.mean(values)
-    sd = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{100 * m:.2f} ± {100 * sd:.2f}"
+    if len(values) == 1:
+        return f"{100 * values[0]:.2f} (one seed)"
+    return f"{100 * statistics.mean(values):.2f} ± {100 * statistics.stdev(values):.2f}"
 
 
 def read_json(path: str | Path, restore: str | None = None):

@@ -139,6 +139,9 @@ class TrainConfig:
         self.k, self.k_out = plain_number(self.k), plain_number(self.k_out)
         if self.task != "mnist" and (self.init != "default" or self.loss_reduction != "mean"):
             bad("task", "'mnist' with init / loss_reduction other than the defaults (implemented for the MNIST MLP)")
+        if self.rescale and self.method != "random":
+            bad("rescale", "False unless method='random' (rescaling by width/k makes random-k an unbiased estimate; "
+                "top-k is not an estimate)")
         if self.task != "mnist" and self.method not in ("dense", "meprop", "random", "mesimp"):
             bad("method", "dense, meprop, random, mesimp (meAct is implemented for the MNIST MLP only)")
         if self.weight_grad == "sparse" and self.optimizer not in ("sgd", "lazy_adam", "lazy_sgd"):

@@ -68,6 +68,8 @@ KINDS = {
     "seed": lambda v: _int(v) and 0 <= v <= SEED_MAX,
     "opt_pos_int": lambda v: v is None or (_int(v) and 1 <= v < 2**31),
     "bool": lambda v: isinstance(v, (bool, np.bool_)),
+    # rescale=True is for random-k only, so with the default (top-k) mode only False is valid
+    "rescale": lambda v: isinstance(v, (bool, np.bool_)) and not v,
     "opt_bool": lambda v: v is None or isinstance(v, (bool, np.bool_)),
     "pos_float": lambda v: _num(v) and v > 0,
     "opt_pos_float": lambda v: v is None or (_num(v) and v > 0),
@@ -119,7 +121,7 @@ def _params():
 
 TRAIN_KINDS = {
     "task": choice("mnist", "pos", "parse"), "method": choice(*training.METHODS), "k": "k",
-    "mode": choice("per_example", "unified", "random"), "rescale": "bool", "k_out": "k", "hidden": "hidden",
+    "mode": choice("per_example", "unified", "random"), "rescale": "rescale", "k_out": "k", "hidden": "hidden",
     "layers": "pos_int", "dropout": "unit_open", "optimizer": choice("adam", "adagrad", "sgd", "lazy_adam", "lazy_sgd"),
     "lr": "opt_pos_float", "epochs": "pos_int", "batch_size": "pos_int", "evals_per_epoch": "pos_int",
     "grad_clip": "opt_pos_float", "seed": "seed", "threads": "pos_int", "train_limit": "opt_pos_int",
@@ -131,7 +133,7 @@ TRAIN_KINDS = {
     "tagset": choice("upos", "xpos"), "embed_dim": "opt_pos_int", "min_count": "pos_int",
     "activation": opt_choice("cube", "relu"),
 }
-LAYER_KINDS = {"k": "k", "mode": choice("per_example", "unified", "random"), "bias": "bool", "rescale": "bool",
+LAYER_KINDS = {"k": "k", "mode": choice("per_example", "unified", "random"), "bias": "bool", "rescale": "rescale",
                "sparsify_bias": "bool", "count_zero_hits": "bool", "compact_threshold": "unit", "track_stats": "bool",
                "device": "opt_device", "dtype": "dtype"}
 SIMP_KINDS = {"prune_rate": "unit", "realisation": choice("physical", "mask"), "record": choice("per_example", "unified"),
@@ -142,7 +144,7 @@ TARGETS = {
     "TrainConfig": (lambda **kw: TrainConfig(**kw), TRAIN_KINDS),
     "MePropLinear": (lambda **kw: MePropLinear(**{"in_features": 4, "out_features": 3, **kw}),
                      {"in_features": "pos_int", "out_features": "pos_int", **LAYER_KINDS,
-                      "weight_grad": choice("buffer", "dense", "sparse"), "kernel": choice("torch", "auto")}),
+                      "weight_grad": choice("dense", "sparse"), "kernel": choice("torch", "auto")}),
     "MLP": (lambda **kw: MLP(**{"in_features": 4, "hidden": 3, "layers": 2, "out_features": 2, **kw}),
             {"in_features": "pos_int", "hidden": "hidden", "layers": "pos_int", "out_features": "pos_int", "k": "k",
              "mode": choice("per_example", "unified", "random"), "k_out": "k", "dropout": "unit_open",
