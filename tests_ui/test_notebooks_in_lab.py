@@ -13,56 +13,21 @@ import time
 import pytest
 from uihelpers import (
     FACTORIES,
+    KERNEL_JS,
     NOTEBOOK_TIMEOUT,
+    PROGRESS_JS,
     assert_not_clipped,
+    clear_outputs,
     move_slider_and_check,
     notebooks_with_widgets,
+    open_in_lab,
     report_js_errors,
+    strip_ansi,
     wait_plots,
     widget_cells,
 )
 
 NOTEBOOKS = notebooks_with_widgets()
-
-OPEN_JS = """
-async (path) => {
-  const app = window.jupyterapp;
-  await app.started;
-  await app.restored;
-  const nb = await app.commands.execute('docmanager:open', {path, factory: 'Notebook'});
-  await nb.context.ready;
-  await nb.sessionContext.ready;
-  app.shell.activateById(nb.id);
-  window.__uiNotebook = nb;
-  return nb.id;
-}
-"""
-
-KERNEL_JS = """
-() => {
-  const s = window.__uiNotebook.sessionContext;
-  const k = s.session && s.session.kernel;
-  return k ? [k.connectionStatus, k.status] : ['none', 'none'];
-}
-"""
-
-# per code cell: [index, has source, execution count, error-or-traceback texts]
-PROGRESS_JS = """
-() => {
-  const nb = window.__uiNotebook;
-  const out = [];
-  nb.content.widgets.forEach((cell, i) => {
-    if (cell.model.type !== 'code') return;
-    const errors = [];
-    for (const o of cell.model.outputs.toJSON()) {
-      if (o.output_type === 'error') errors.push(o.ename + ': ' + o.evalue + '\\n' + (o.traceback || []).join('\\n'));
-      if (o.output_type === 'stream' && o.name === 'stderr' && /Traceback/.test(o.text)) errors.push(o.text);
-    }
-    out.push([i, cell.model.sharedModel.getSource().trim().length > 0, cell.model.executionCount, errors]);
-  });
-  return out;
-}
-"""
 
 MARK_JS = """
 (indices) => {
@@ -72,12 +37,6 @@ MARK_JS = """
 """
 
 
-def _strip_ansi(text: str) -> str:
-    import re
-
-    return re.sub(r"\x1b\[[0-9;]*m", "", text)
-
-
 @pytest.mark.skipif(not NOTEBOOKS, reason="no notebook calls a widget factory")
 @pytest.mark.parametrize("nb_path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
 def test_notebook_widgets_in_lab(nb_path, page, lab, artifacts):
@@ -85,15 +44,9 @@ def test_notebook_widgets_in_lab(nb_path, page, lab, artifacts):
     rel = f"notebooks/{nb_path.name}"
     t0 = time.monotonic()
     page.set_viewport_size({"width": 1280, "height": 1000})
-    page.goto(f"{lab.url}/lab?reset&token={lab.token}")
-    page.wait_for_function("() => window.jupyterapp !== undefined", timeout=120_000)
-    page.evaluate(OPEN_JS, rel)
-    page.evaluate("() => window.jupyterapp.commands.execute('filebrowser:activate')")  # the sidebar open
-    page.wait_for_function(f"({KERNEL_JS})()[0] === 'connected' && ({KERNEL_JS})()[1] === 'idle'", timeout=120_000)
+    open_in_lab(page, lab, rel)
 
-    page.evaluate("() => window.jupyterapp.commands.execute('notebook:clear-all-cell-outputs')")
-    page.wait_for_function("() => window.__uiNotebook.content.widgets.every("
-                           "c => c.model.type !== 'code' || c.model.outputs.length === 0)", timeout=30_000)
+    clear_outputs(page)
     page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
 
     # wait for every non-empty code cell to have run, stopping at the first error
@@ -101,7 +54,7 @@ def test_notebook_widgets_in_lab(nb_path, page, lab, artifacts):
     while True:
         progress = page.evaluate(PROGRESS_JS)
         errors = [(i, e) for i, _src, _n, errs in progress for e in errs]
-        assert not errors, f"{rel}: cell {errors[0][0]} failed:\n{_strip_ansi(errors[0][1])[-3000:]}"
+        assert not errors, f"{rel}: cell {errors[0][0]} failed:\n{strip_ansi(errors[0][1])[-3000:]}"
         pending = [i for i, src, n, _ in progress if src and n is None]
         status = page.evaluate(KERNEL_JS)
         if not pending and status[1] == "idle":

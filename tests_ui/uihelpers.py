@@ -178,6 +178,71 @@ def jupyter_env(tmp: Path) -> dict:
 
 # ----------------------------------------------------------------------------- in the page
 
+# JupyterLab (started with expose_app_in_browser): open a notebook, keep it as window.__uiNotebook
+OPEN_JS = """
+async (path) => {
+  const app = window.jupyterapp;
+  await app.started;
+  await app.restored;
+  const nb = await app.commands.execute('docmanager:open', {path, factory: 'Notebook'});
+  await nb.context.ready;
+  await nb.sessionContext.ready;
+  app.shell.activateById(nb.id);
+  window.__uiNotebook = nb;
+  return nb.id;
+}
+"""
+
+KERNEL_JS = """
+() => {
+  const s = window.__uiNotebook.sessionContext;
+  const k = s.session && s.session.kernel;
+  return k ? [k.connectionStatus, k.status] : ['none', 'none'];
+}
+"""
+
+# per code cell: [index, has source, execution count, error-or-traceback texts]
+PROGRESS_JS = """
+() => {
+  const nb = window.__uiNotebook;
+  const out = [];
+  nb.content.widgets.forEach((cell, i) => {
+    if (cell.model.type !== 'code') return;
+    const errors = [];
+    for (const o of cell.model.outputs.toJSON()) {
+      if (o.output_type === 'error') errors.push(o.ename + ': ' + o.evalue + '\\n' + (o.traceback || []).join('\\n'));
+      if (o.output_type === 'stream' && o.name === 'stderr' && /Traceback/.test(o.text)) errors.push(o.text);
+    }
+    out.push([i, cell.model.sharedModel.getSource().trim().length > 0, cell.model.executionCount, errors]);
+  });
+  return out;
+}
+"""
+
+
+def open_in_lab(page, lab, rel: str) -> str:
+    """Load Lab (a fresh workspace), open notebook ``rel`` with the file browser open, and wait
+    until its kernel is connected and idle. The notebook panel is window.__uiNotebook; returns its
+    DOM id."""
+    page.goto(f"{lab.url}/lab?reset&token={lab.token}")
+    page.wait_for_function("() => window.jupyterapp !== undefined", timeout=120_000)
+    panel_id = page.evaluate(OPEN_JS, rel)
+    page.evaluate("() => window.jupyterapp.commands.execute('filebrowser:activate')")  # the sidebar open
+    page.wait_for_function(f"({KERNEL_JS})()[0] === 'connected' && ({KERNEL_JS})()[1] === 'idle'", timeout=120_000)
+    return panel_id
+
+
+def clear_outputs(page) -> None:
+    """Lab's "Clear Outputs of All Cells" on window.__uiNotebook, waiting until every code cell is empty."""
+    page.evaluate("() => window.jupyterapp.commands.execute('notebook:clear-all-cell-outputs')")
+    page.wait_for_function("() => window.__uiNotebook.content.widgets.every("
+                           "c => c.model.type !== 'code' || c.model.outputs.length === 0)", timeout=30_000)
+
+
+def strip_ansi(text: str) -> str:
+    return re.sub(r"\x1b\[[0-9;]*m", "", text)
+
+
 PLOT_DATA_JS = """
 el => Array.from(el.querySelectorAll('.js-plotly-plot')).map(
     d => JSON.stringify([d.data || null, (d.layout && d.layout.shapes) || null]))
