@@ -20,6 +20,7 @@ import time
 import torch
 import torch.nn.functional as F
 
+from .bench_targets import run_targets, targets_markdown
 from .meprop import MePropLinear, _fused, select_per_example, select_unified
 from .files import write_atomic
 from .results import environment, write_json_atomic
@@ -397,6 +398,7 @@ def run_benchmark(quick: bool = False, scale: float = 1.0, progress=print) -> di
     else:
         grid = [(b, n, f) for n in (500, 2048, 8192) for b in (1, 32, 256) for f in (0.01, 0.05, 0.25)]
     try:
+        target_rows = run_targets(scale, progress)
         for b, n, f in grid:
             k = max(1, round(f * n))
             row = bench_layer(b, n, k, "unified", 1, scale)
@@ -466,7 +468,7 @@ def run_benchmark(quick: bool = False, scale: float = 1.0, progress=print) -> di
     env = environment()
     env["torch_threads"] = "per row (1 unless stated)"
     env["meprop_kernels"] = kernel_status
-    return {"quick": quick, "layer": layer_rows, "mlp": mlp_rows, "floor": floor_rows, "step": step_rows,
+    return {"quick": quick, "targets": target_rows, "layer": layer_rows, "mlp": mlp_rows, "floor": floor_rows, "step": step_rows,
             "lstm": lstm_rows,
             "inference": inference_rows, "environment": env}
 
@@ -515,6 +517,7 @@ def to_markdown(res: dict) -> str:
         "the two backward products.",
         *_removed_buffer_note(res),
         "",
+        *targets_markdown(res.get("targets") or []),
         "## One square layer (n -> n)",
         "",
         "| mode | kernel | threads | batch | n | k | k/n | dense ms | meProp ms | speedup over dense | limit n/k | "
@@ -665,7 +668,7 @@ def run_cli(args) -> int:
         text = to_markdown(res)
         write_atomic(args.markdown, lambda f: f.write(text))
         print(f"wrote {args.markdown}")
-    bad = [r for r in res["layer"] if not r["correct"]]
+    bad = [r for r in res["layer"] + res["targets"] if not r["correct"]]
     if bad:
         print(f"error: {len(bad)} benchmark rows gave wrong gradients")
         return 1
