@@ -20,7 +20,8 @@ import torch.nn.functional as F
 from .files import load_torch, write_atomic
 from .tasks.mnist import MLP, data_root, load_mnist
 
-__all__ = ["PATH_DROPOUTS", "PATH_KS", "PATH_STEPS", "PathObserver", "load_active_paths", "record_active_paths", "widgets_dir"]
+__all__ = ["PATH_DROPOUTS", "PATH_KS", "PATH_STEPS", "PathObserver", "load_active_paths", "record_active_paths",
+           "widgets_dir"]
 
 PATH_KS = (4, 8, 16)
 PATH_STEPS = (0, 25, 100, 400)  # snapshots after this many training steps

@@ -225,10 +225,12 @@ def test_active_paths_recording_has_both_dropout_rates_and_old_files_load(tmp_pa
             assert [s["step"] for s in rec["runs"][p][k]] == rec["steps"], (p, k)
     # the two rates are different runs from the same initial weights
     first = {p: rec["runs"][p][8] for p in rec["dropouts"]}
-    assert all(torch.equal(first[0.0][0]["state_dict"][n], first[0.2][0]["state_dict"][n]) for n in first[0.0][0]["state_dict"])
-    assert not torch.equal(first[0.0][-1]["state_dict"]["hidden.0.weight"], first[0.2][-1]["state_dict"]["hidden.0.weight"])
+    start, end = ({p: first[p][i]["state_dict"] for p in first} for i in (0, -1))
+    assert all(torch.equal(start[0.0][n], start[0.2][n]) for n in start[0.0])
+    assert not torch.equal(end[0.0]["hidden.0.weight"], end[0.2]["hidden.0.weight"])
     # a format /1 file (runs by k, no dropout) still loads, as the no-dropout recording; the app hides the slider
-    old = {k: v for k, v in rec.items() if k != "dropouts"} | {"format": "mesimp_lib.active_paths/1", "runs": rec["runs"][0.0]}
+    old = {k: v for k, v in rec.items() if k != "dropouts"}
+    old.update(format="mesimp_lib.active_paths/1", runs=rec["runs"][0.0])
     torch.save(old, tmp_path / "old.pt")
     loaded = load_active_paths(tmp_path / "old.pt")
     assert loaded["dropouts"] == [0.0] and loaded["runs"][0.0][8][-1]["step"] == rec["steps"][-1]

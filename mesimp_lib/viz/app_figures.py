@@ -14,11 +14,12 @@ NETWORK_CAPTION = (
     "<b>How to read it.</b> Left: the input digit. Right: each dot is a hidden unit (two hidden layers of 64, "
     "then the 10 outputs). "
     "Its colour is the share of training examples, so far, whose top-k gradient contained it (one scale for "
-    "every k, step and dropout rate): bright units are chosen often, dark ones seldom (meSimp would delete those). Red rings "
-    "mark the units on <i>this</i> example's path, in both hidden layers (its k largest output-gradient entries "
-    "per layer, zero entries excluded). Grey lines: the k strongest weights between the path's units of layer 1 "
-    "and layer 2 (darker = larger |weight|), and the path's layer-2 units to the example's true class. The widget "
-    "opens on an example the network classifies correctly. Hover a unit for its id, share and gradient."
+    "every k, step and dropout rate): bright units are chosen often, dark ones seldom (meSimp would delete "
+    "those). Red rings mark the units on <i>this</i> example's path, in both hidden layers (its k largest "
+    "output-gradient entries per layer, zero entries excluded). Grey lines: the k strongest weights between "
+    "the path's units of layer 1 and layer 2 (darker = larger |weight|), and the path's layer-2 units to the "
+    "example's true class. The widget opens on an example the network classifies correctly. Hover a unit for "
+    "its id, share and gradient."
 )
 DROPOUT_CAPTION = (
     " <b>Dropout.</b> The dropout slider switches between two recorded runs: the same network, data order and "
