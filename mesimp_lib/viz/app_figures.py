@@ -25,8 +25,9 @@ DROPOUT_CAPTION = (
     " <b>Dropout.</b> The dropout slider switches between two recorded runs: the same network, data order and "
     "seed, trained without dropout (0.0) and with dropout 0.2 after each hidden layer (0.2: the rate with the best "
     "mean dev accuracy of the dense network in the stored dropout suite). With dropout, grey crosses mark the "
-    "units this example's training step drops (a fixed mask per example): their gradient is zero, so they "
-    "cannot be on its path, and fewer than k units may light up. Over training, dropout spreads the choice: "
+    "units this example's training step drops (a fixed mask per example; the prediction shown is made with "
+    "that mask): their gradient is zero, so they cannot be on its path, and fewer than k units may light "
+    "up. Over training, dropout spreads the choice: "
     "compare the colours at 0.0 and 0.2, where the most-chosen unit is chosen less often and no unit of "
     "layer 2 is left never chosen."
 )
@@ -61,12 +62,12 @@ def _path_edges(state: dict, y_hidden: list[float], y_out: list[float]) -> list[
     return traces
 
 
-def _dropout_words(state: dict) -> str:
+def _dropout_words(state: dict) -> tuple[str, str]:
+    """The title's words on dropout: (first line, end of the second line)."""
     p = state.get("dropout", 0.0)
     if not p:
-        return "no dropout"
-    n = sum(len(d) for d in state["dropped"])
-    return f"dropout {p} ({n} of {2 * state['width']} units dropped)"
+        return "no dropout", ""
+    return f"dropout {p}", f"; {sum(len(d) for d in state['dropped'])} of {2 * state['width']} units dropped"
 
 
 def network_figure(state: dict) -> go.Figure:
@@ -109,9 +110,10 @@ def network_figure(state: dict) -> go.Figure:
         name="output (true class red)", hovertemplate="class %{text}<extra></extra>"))
     fig = go.Figure(traces)
     verdict = "correct" if state["pred"] == state["label"] else f"wrong: predicted {state['pred']}"
+    drop = _dropout_words(state)
     fig.update_layout(
-        title=f"k = {state['k']} of {width} units per layer, after {state['step']} training steps<br>"
-              f"example {state['example']}: digit {state['label']}, {verdict}; {_dropout_words(state)}",
+        title=f"k = {state['k']} of {width} units per layer, {drop[0]}, after {state['step']} training steps<br>"
+              f"example {state['example']}: digit {state['label']}, {verdict}{drop[1]}",
         xaxis={"tickvals": [1, 2, 3], "ticktext": ["hidden 1", "hidden 2", "output"], "range": [0.6, 3.5],
                "title": "layer"},
         yaxis={"visible": False, "range": [-0.05, 1.05]},
