@@ -211,3 +211,72 @@ def test_app_server_command_has_the_classroom_settings():
         voila_command(max_kernels=-1)
     with pytest.raises(ValueError, match="idle_minutes=0"):
         voila_command(idle_minutes=0)
+
+
+def test_active_paths_recording_has_both_dropout_rates_and_old_files_load(tmp_path):
+    import torch
+
+    from mesimp_lib.recordings import PATH_DROPOUTS, load_active_paths
+
+    rec = load_active_paths()
+    assert rec["format"] == "mesimp_lib.active_paths/2" and rec["dropouts"] == list(PATH_DROPOUTS) == [0.0, 0.2]
+    for p in rec["dropouts"]:
+        for k in rec["ks"]:
+            assert [s["step"] for s in rec["runs"][p][k]] == rec["steps"], (p, k)
+    # the two rates are different runs from the same initial weights
+    first = {p: rec["runs"][p][8] for p in rec["dropouts"]}
+    start, end = ({p: first[p][i]["state_dict"] for p in first} for i in (0, -1))
+    assert all(torch.equal(start[0.0][n], start[0.2][n]) for n in start[0.0])
+    assert not torch.equal(end[0.0]["hidden.0.weight"], end[0.2]["hidden.0.weight"])
+    # a format /1 file (runs by k, no dropout) still loads, as the no-dropout recording; the app hides the slider
+    old = {k: v for k, v in rec.items() if k != "dropouts"}
+    old.update(format="mesimp_lib.active_paths/1", runs=rec["runs"][0.0])
+    torch.save(old, tmp_path / "old.pt")
+    loaded = load_active_paths(tmp_path / "old.pt")
+    assert loaded["dropouts"] == [0.0] and loaded["runs"][0.0][8][-1]["step"] == rec["steps"][-1]
+    app = apps.ActivePathsApp(recording=loaded, static=False)
+    assert app.controls["dropout"].layout.display == "none"
+    with pytest.raises(ValueError, match="dropout=0.2 was not recorded"):
+        apps.ActivePathsApp(recording=loaded, dropout=0.2)
+
+
+def test_active_paths_dropout_slider_switches_run_and_drops_units(paths_app):
+    app = paths_app
+    app.controls["dropout"].value = 0.0
+    app.controls["k"].value, app.controls["step"].value = 8, app.rec["steps"][-1]
+    before = snapshot(app.figures["network"])
+    assert "no dropout" in app.figures["network"].layout.title.text
+    app.controls["dropout"].value = 0.2
+    assert snapshot(app.figures["network"]) != before
+    assert "dropout 0.2" in app.figures["network"].layout.title.text
+    s = app.state()
+    assert s["dropout"] == 0.2 and sum(map(len, s["dropped"])) > 0
+    for layer, dropped in zip(s["layers"], s["dropped"]):
+        assert not set(layer["selected"]) & set(dropped)  # a dropped unit has no gradient: never on the path
+        assert all(layer["g"][j] == 0 for j in dropped)
+    assert app.state() == s  # the mask is fixed per example: redrawing shows the same units
+    crosses = [t for t in app.figures["network"].data if str(t.name).startswith("dropped by dropout")]
+    assert len(crosses) == 1 and len(crosses[0].x) == sum(map(len, s["dropped"]))
+    app.controls["dropout"].value = 0.0
+    assert snapshot(app.figures["network"]) == before
+
+
+def test_active_paths_caption_says_what_the_dropout_run_shows(paths_app):
+    """The caption's claims about the recording: the most-chosen unit is chosen less often with
+    dropout, and dropout leaves no unit of layer 2 never chosen (at every k, final step)."""
+    rec = paths_app.rec
+    for k in rec["ks"]:
+        final = {p: rec["runs"][p][k][-1] for p in rec["dropouts"]}
+        for li in (0, 1):
+            assert final[0.2]["counts"][li].max() < final[0.0]["counts"][li].max(), (k, li)
+        assert int((final[0.2]["counts"][1] == 0).sum()) == 0 < int((final[0.0]["counts"][1] == 0).sum()), k
+    assert "no unit of layer 2 is left never chosen" in paths_app.widget.children[-1].value
+
+
+def test_active_paths_static_figure_covers_both_dropout_rates():
+    app = apps.ActivePathsApp(dropout=0.2)
+    fig = app.static_figure()
+    labels = [s.label for s in fig.layout.sliders[0].steps]
+    assert labels == [f"dropout {p}, k {k}" for p in (0.0, 0.2) for k in app.rec["ks"]]
+    assert labels[fig.layout.sliders[0].active] == "dropout 0.2, k 8"
+    assert fig.frames[0].data != fig.frames[len(app.rec["ks"])].data

@@ -14,11 +14,22 @@ NETWORK_CAPTION = (
     "<b>How to read it.</b> Left: the input digit. Right: each dot is a hidden unit (two hidden layers of 64, "
     "then the 10 outputs). "
     "Its colour is the share of training examples, so far, whose top-k gradient contained it (one scale for "
-    "every k and step): bright units are chosen often, dark ones seldom (meSimp would delete those). Red rings "
-    "mark the units on <i>this</i> example's path, in both hidden layers (its k largest output-gradient entries "
-    "per layer, zero entries excluded). Grey lines: the k strongest weights between the path's units of layer 1 "
-    "and layer 2 (darker = larger |weight|), and the path's layer-2 units to the example's true class. The widget "
-    "opens on an example the network classifies correctly. Hover a unit for its id, share and gradient."
+    "every k, step and dropout rate): bright units are chosen often, dark ones seldom (meSimp would delete "
+    "those). Red rings mark the units on <i>this</i> example's path, in both hidden layers (its k largest "
+    "output-gradient entries per layer, zero entries excluded). Grey lines: the k strongest weights between "
+    "the path's units of layer 1 and layer 2 (darker = larger |weight|), and the path's layer-2 units to the "
+    "example's true class. The widget opens on an example the network classifies correctly. Hover a unit for "
+    "its id, share and gradient."
+)
+DROPOUT_CAPTION = (
+    " <b>Dropout.</b> The dropout slider switches between two recorded runs: the same network, data order and "
+    "seed, trained without dropout (0.0) and with dropout 0.2 after each hidden layer (0.2: the rate with the best "
+    "mean dev accuracy of the dense network in the stored dropout suite). With dropout, grey crosses mark the "
+    "units this example's training step drops (a fixed mask per example; the prediction shown is made with "
+    "that mask): their gradient is zero, so they cannot be on its path, and fewer than k units may light "
+    "up. Over training, dropout spreads the choice: "
+    "compare the colours at 0.0 and 0.2, where the most-chosen unit is chosen less often and no unit of "
+    "layer 2 is left never chosen."
 )
 
 
@@ -51,6 +62,14 @@ def _path_edges(state: dict, y_hidden: list[float], y_out: list[float]) -> list[
     return traces
 
 
+def _dropout_words(state: dict) -> tuple[str, str]:
+    """The title's words on dropout: (first line, end of the second line)."""
+    p = state.get("dropout", 0.0)
+    if not p:
+        return "no dropout", ""
+    return f"dropout {p}", f"; {sum(len(d) for d in state['dropped'])} of {2 * state['width']} units dropped"
+
+
 def network_figure(state: dict) -> go.Figure:
     """Layered view: units coloured by selection share, the example's top-k path highlighted."""
     width = state["width"]
@@ -63,8 +82,10 @@ def network_figure(state: dict) -> go.Figure:
         share = state["shares"][li]
         g = state["layers"][li]["g"]
         on = set(sel[li])
+        dropped = set(state.get("dropped", [[], []])[li])
         text = [f"hidden layer {li + 1}, unit {j}<br>chosen for {100 * share[j]:.1f}% of examples so far"
                 f"<br>this example's gradient: {g[j]:.2e}<br>{'ON' if j in on else 'off'} this example's top-k path"
+                + ("<br>dropped by dropout for this example" if j in dropped else "")
                 for j in range(width)]
         traces.append(go.Scatter(
             x=[x] * width, y=y_hidden, mode="markers", name=f"hidden layer {li + 1} units",
@@ -77,15 +98,22 @@ def network_figure(state: dict) -> go.Figure:
             name="on this example's path (both hidden layers)", showlegend=li == 0, legendgroup="path",
             marker={"size": 14, "color": "rgba(0,0,0,0)", "line": {"color": "#d62728", "width": 2.5}},
             hoverinfo="skip"))
+    dropped = state.get("dropped", [[], []])
+    traces.append(go.Scatter(  # always present (maybe empty): every figure has the same traces, for the sliders
+        x=[x for x, d in zip((1, 2), dropped) for _ in d], y=[y_hidden[j] for d in dropped for j in d],
+        mode="markers", name=f"dropped by dropout {state.get('dropout', 0.0)} for this example",
+        showlegend=any(dropped), marker={"symbol": "x-thin", "size": 11, "line": {"color": "#555555", "width": 2}},
+        hoverinfo="skip"))
     traces.append(go.Scatter(
         x=[3] * 10, y=y_out, mode="markers+text", text=[str(c) for c in range(10)], textposition="middle right",
         marker={"size": 12, "color": ["#d62728" if c == state["label"] else "#bbbbbb" for c in range(10)]},
         name="output (true class red)", hovertemplate="class %{text}<extra></extra>"))
     fig = go.Figure(traces)
     verdict = "correct" if state["pred"] == state["label"] else f"wrong: predicted {state['pred']}"
+    drop = _dropout_words(state)
     fig.update_layout(
-        title=f"k = {state['k']} of {width} units per layer, after {state['step']} training steps<br>"
-              f"example {state['example']}: digit {state['label']}, {verdict}",
+        title=f"k = {state['k']} of {width} units per layer, {drop[0]}, after {state['step']} training steps<br>"
+              f"example {state['example']}: digit {state['label']}, {verdict}{drop[1]}",
         xaxis={"tickvals": [1, 2, 3], "ticktext": ["hidden 1", "hidden 2", "output"], "range": [0.6, 3.5],
                "title": "layer"},
         yaxis={"visible": False, "range": [-0.05, 1.05]},

@@ -5,7 +5,7 @@ see panes.py for why). Each factory returns an object with ``controls`` (name ->
 setting ``app.controls["k"].value`` (observers fire at once) and reading ``app.figures[...]``.
 
     active_paths()     the layered network: units coloured by how often meProp selected
-                       them; one example's top-k path drawn (sliders: k, example, step)
+                       them; one example's top-k path drawn (sliders: dropout, k, example, step)
     layer_shrinkage()  meSimp widths over training, prune events, dev accuracy (sliders:
                        prune rate, k; play through the prunes; "run live")
     k_explorer()       accuracy against k (top-k, random, dense h = k) and one example's
@@ -19,6 +19,7 @@ from functools import lru_cache
 import ipywidgets as W
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from .. import experiments
 from ..grid import KS
@@ -87,26 +88,49 @@ def compute_path(model: MLP, x: torch.Tensor, y: torch.Tensor) -> dict:
     return {"layers": layers, "pred": int(out.argmax(1)), "label": int(y)}
 
 
-class ActivePathsApp(_App):
-    """The active-paths view over a recorded run (``recordings.record_active_paths``)."""
+class _FixedDropout(nn.Module):
+    """Dropout with given masks (one per hidden layer, in order): the widget draws the units
+    dropout removed for an example, the same ones every time it is redrawn."""
 
-    def __init__(self, recording: dict | None = None, n_examples: int = 20, static: bool = True):
+    def __init__(self, masks: list[torch.Tensor], p: float):
+        super().__init__()
+        self.masks, self.p, self.calls = masks, p, 0
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        mask = self.masks[self.calls % len(self.masks)]
+        self.calls += 1
+        return h * mask / (1 - self.p)
+
+
+class ActivePathsApp(_App):
+    """The active-paths view over a recorded run (``recordings.record_active_paths``), for each
+    recorded dropout rate (``dropout``: the one shown first, default no dropout)."""
+
+    def __init__(self, recording: dict | None = None, n_examples: int = 20, static: bool = True,
+                 dropout: float = 0.0):
         self.static = static
         self.rec = recording or load_active_paths()
+        if dropout not in self.rec["dropouts"]:
+            raise ValueError(f"dropout={dropout!r} was not recorded; the recording has dropout in "
+                             f"{self.rec['dropouts']} (re-make it with `python -m mesimp_lib experiment widgets`)")
         data = load_mnist()
         self.x, self.y = data.dev_x[:n_examples], data.dev_y[:n_examples]
         self.model = MLP(hidden=self.rec["width"], layers=2, k=self.rec["ks"][0], mode="per_example")
         ks, steps = self.rec["ks"], self.rec["steps"]
-        # one colour scale for every k and step: the largest selection share in the recording
+        # one colour scale for every dropout, k and step: the largest selection share in the recording
         self.cmax = max(round(100 * float(c.max()) / max(1, int(snap["examples"])), 2)
-                        for runs in self.rec["runs"].values() for snap in runs for c in snap["counts"])
+                        for by_k in self.rec["runs"].values() for runs in by_k.values() for snap in runs
+                        for c in snap["counts"])
         first_ok = next((e for e in range(n_examples)
-                         if (p := self.state(ks[1], e, steps[-1]))["pred"] == p["label"]), 0)
+                         if (p := self.state(ks[1], e, steps[-1], dropout))["pred"] == p["label"]), 0)
         self.controls = {
+            "dropout": W.SelectionSlider(options=self.rec["dropouts"], value=dropout, description="dropout"),
             "k": W.SelectionSlider(options=ks, value=ks[1], description="k"),
             "example": W.IntSlider(min=0, max=n_examples - 1, value=first_ok, description="example"),
             "step": W.SelectionSlider(options=steps, value=steps[-1], description="step"),
         }
+        if len(self.rec["dropouts"]) == 1:  # an old recording: a slider with one value moves nothing
+            self.controls["dropout"].layout.display = "none"
         first = self.state()
         self.panes = {
             "digit": FigurePane(figs.digit_figure(self.x[first_ok], first), min_width="220px", max_width="280px",
@@ -118,21 +142,29 @@ class ActivePathsApp(_App):
         self.widget = W.VBox([
             row(list(self.controls.values())),
             row([self.panes["digit"].widget, self.panes["network"].widget]),
-            W.HTML(figs.NETWORK_CAPTION),
+            W.HTML(figs.NETWORK_CAPTION + figs.DROPOUT_CAPTION),
         ])
 
-    def state(self, k: int | None = None, example: int | None = None, step: int | None = None) -> dict:
-        """The path of one example (default: the controls' k, example and step)."""
+    def state(self, k: int | None = None, example: int | None = None, step: int | None = None,
+              dropout: float | None = None) -> dict:
+        """The path of one example (default: the controls' k, example, step and dropout). With
+        dropout, the example's step drops units with a mask seeded by the example (``dropped``)."""
         k = k if k is not None else self.controls["k"].value
         e = example if example is not None else self.controls["example"].value
         step = step if step is not None else self.controls["step"].value
-        snap = self.rec["runs"][k][self.rec["steps"].index(step)]
+        p = dropout if dropout is not None else self.controls["dropout"].value
+        snap = self.rec["runs"][p][k][self.rec["steps"].index(step)]
         self.model.load_state_dict(snap["state_dict"])
         for layer in self.model.hidden:
             layer.k = k
+        width = self.rec["width"]
+        gen = torch.Generator().manual_seed(1000 + e)
+        masks = [(torch.rand(width, generator=gen) >= p).float() for _ in self.model.hidden]
+        self.model.dropout = _FixedDropout(masks, p) if p > 0 else nn.Identity()
         path = compute_path(self.model, self.x[e : e + 1], self.y[e : e + 1])
         seen = max(1, int(snap["examples"]))
-        path.update(k=k, step=step, example=e, width=self.rec["width"], cmax=getattr(self, "cmax", None),
+        path.update(k=k, step=step, example=e, width=width, cmax=getattr(self, "cmax", None), dropout=p,
+                    dropped=[[j for j in range(width) if m[j] == 0] for m in masks],
                     shares=[(c.double() / seen).tolist() for c in snap["counts"]], examples_seen=int(snap["examples"]),
                     edges=self._strongest_edges(path, k))
         return path
@@ -147,11 +179,13 @@ class ActivePathsApp(_App):
         return [(a, b, round(v / top, 3)) for a, b, v in pairs]
 
     def static_figure(self):
-        """The network at every recorded k (final step, the opening example), with a k slider."""
+        """The network at every recorded dropout and k (final step, the opening example), with a slider."""
         e, step = self.controls["example"].value, self.rec["steps"][-1]
-        steps = {str(k): figs.network_figure(self.state(k, e, step)) for k in self.rec["ks"]}
-        return stepped_figure(steps, "k", str(self.rec["ks"][1]),
-                              f"k slider: stored weights after {step} steps, example {e}; no kernel needed")
+        steps = {f"dropout {p}, k {k}": figs.network_figure(self.state(k, e, step, p))
+                 for p in self.rec["dropouts"] for k in self.rec["ks"]}
+        active = f"dropout {self.controls['dropout'].value}, k {self.controls['k'].value}"
+        return stepped_figure(steps, "run", active,
+                              f"slider: dropout and k; stored weights after {step} steps, example {e}; no kernel needed")
 
     def update(self) -> None:
         s = self.state()

@@ -300,6 +300,7 @@ def bench_facts(bench: dict) -> list[str]:
 
 
 from .app_figures import (  # noqa: E402,F401 - the apps' figures, re-exported for older imports
+    DROPOUT_CAPTION,
     K_CAPTION,
     NETWORK_CAPTION,
     SHRINKAGE_CAPTION,
