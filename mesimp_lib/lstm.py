@@ -337,11 +337,7 @@ def _heap_cells(dG: torch.Tensor, h: int, plan: _Plan, layer) -> torch.Tensor:
     if k0 is None:
         return dG.new_ones(n, h, dtype=torch.bool)
     v = dG.reshape(n * 4, h)  # one row per token and gate
-    fill = None
-    if pos is not None:
-        full = v.new_zeros(n * 4, width0, dtype=torch.bool)
-        full[:, pos] = v != 0
-        fill = heap_fillers(full, k0)[:, pos]
+    fill = heap_fillers(v != 0, k0, width0, pos) if pos is not None else None
     return heap_selected(v, k0, None, fill).view(n, 4, h).any(1)
 
 
