@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from .meprop import MODES
 from .tasks.mnist import MLP, accuracy, load_mnist
 from .training import OPTIMIZERS, TrainConfig, make_optimizer, shuffled_batches
+from .validate import check_choice, check_int
 
 __all__ = ["ProbeConfig", "RowProbe", "adam_first_step", "hidden_output_grads", "probe_run",
            "random_mass_share", "sign_coherence", "topk_mass_share"]
@@ -196,16 +197,12 @@ class ProbeConfig:
         self.k = tuple(self.k)
         if not self.k:
             raise ValueError("k=() must give one k per hidden layer, e.g. (20, 20) or (None, 20)")
-        if self.mode not in MODES:
-            raise ValueError(f"mode={self.mode!r} is not allowed; allowed: {', '.join(MODES)}")
-        if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"optimizer={self.optimizer!r} is not allowed; allowed: {', '.join(OPTIMIZERS)}")
+        check_choice("mode", self.mode, MODES)
+        check_choice("optimizer", self.optimizer, OPTIMIZERS)
         if not -len(self.k) <= self.watch < len(self.k):
             raise ValueError(f"watch={self.watch} is not a hidden layer index for {len(self.k)} layers")
         for name in ("epochs", "batch_size", "train_limit", "evals_per_epoch", "probe_every", "probe_images"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"{name}={v!r} must be an int >= 1")
+            check_int(name, getattr(self, name), 1)
 
 
 def _activity(model: MLP, x: torch.Tensor) -> dict:

@@ -39,6 +39,7 @@ at its own width.
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 
@@ -124,11 +125,8 @@ def pack_index(lengths: torch.Tensor, total_length: int, reverse: bool = False):
 
 def _prev_index(batch_sizes: list[int], device) -> torch.Tensor:
     """Packed row of h_{t-1} for every packed row of steps t >= 1."""
-    parts, o = [], 0
-    for t, n in enumerate(batch_sizes):
-        if t > 0:
-            parts.append(torch.arange(po, po + n))
-        po, o = o, o + n
+    starts = itertools.accumulate(batch_sizes, initial=0)  # first packed row of each step
+    parts = [torch.arange(s, s + n) for s, n in zip(starts, batch_sizes[1:])]  # step t reads step t-1's rows
     return torch.cat(parts).to(device) if parts else torch.zeros(0, dtype=torch.int64, device=device)
 
 
@@ -337,11 +335,7 @@ def _heap_cells(dG: torch.Tensor, h: int, plan: _Plan, layer) -> torch.Tensor:
     if k0 is None:
         return dG.new_ones(n, h, dtype=torch.bool)
     v = dG.reshape(n * 4, h)  # one row per token and gate
-    fill = None
-    if pos is not None:
-        full = v.new_zeros(n * 4, width0, dtype=torch.bool)
-        full[:, pos] = v != 0
-        fill = heap_fillers(full, k0)[:, pos]
+    fill = heap_fillers(v != 0, k0, width0, pos) if pos is not None else None
     return heap_selected(v, k0, None, fill).view(n, 4, h).any(1)
 
 

@@ -142,7 +142,8 @@ def _preorder(k: int) -> tuple[int, ...]:
     return tuple(order)
 
 
-def heap_fillers(nonzero: torch.Tensor, k: int) -> torch.Tensor:
+def heap_fillers(nonzero: torch.Tensor, k: int, width: int | None = None,
+                 positions: torch.Tensor | None = None) -> torch.Tensor:
     """The zero entries the authors' C# top-k heap keeps in rows with fewer than k non-zeros. -> bool like ``nonzero``
 
     The C# (``TopNHeap.GetAbsTop``) seeds a min-heap with positions 0..k-1, heapifies it (Floyd; a sift
@@ -157,7 +158,14 @@ def heap_fillers(nonzero: torch.Tensor, k: int) -> torch.Tensor:
     Args:
         nonzero: bool (N, width): which entries of the gradient rows are non-zero.
         k: the heap's size (the C# k), 1 <= k <= width.
+        width, positions: the columns of ``nonzero`` are ``positions`` of the layer's original ``width`` units
+            (meSimp removed the others: they have no gradient, as under the C#'s mask); the heap runs over the
+            original row and the fillers at ``positions`` are returned. Default: the columns are the whole row.
     """
+    if positions is not None:
+        full = nonzero.new_zeros(nonzero.shape[0], width)
+        full[:, positions] = nonzero
+        return heap_fillers(full, k)[:, positions]
     n, width = nonzero.shape
     if not 1 <= k <= width:
         raise ValueError(f"k={k} must be in [1, width={width}] for the heap's filler rule")

@@ -128,11 +128,7 @@ class ActivityRecord:
     def _heap_hits(self, g: torch.Tensor, top: torch.Tensor | None) -> torch.Tensor:
         """``meprop.heap_hits`` with the heap's fillers found over the layer's original positions (removed
         units have no gradient, as under the C#'s mask). ``top``: the layer's per-example selection or None."""
-        fill = None
-        if self.positions is not None:
-            full = g.new_zeros(g.shape[0], self.full_width, dtype=torch.bool)
-            full[:, self.positions] = g != 0
-            fill = heap_fillers(full, self.k)[:, self.positions]
+        fill = heap_fillers(g != 0, self.k, self.full_width, self.positions) if self.positions is not None else None
         return heap_hits(g, self.k, top, fill).to(self.hits.dtype)
 
     def threshold(self, prune_rate: float) -> int:

@@ -206,13 +206,14 @@ def _load_cached(load, srcs: list[str], flags: list[str]):
     folder.mkdir(parents=True, exist_ok=True)
     lock = acquire_lock(folder, float(os.environ.get("MESIMP_BUILD_WAIT", "900")))
     try:
-        check_built(folder, name)
+        cached = check_built(folder, name)
         module = _load_with_notice(load, name=name, sources=srcs, extra_cflags=flags, build_directory=str(folder),
                                    verbose=False)
-        so = folder / f"{name}.so"
-        tmp = so.with_name(so.name + ".sha256.tmp")
-        tmp.write_text(_sha256(so))
-        os.replace(tmp, so.with_name(so.name + ".sha256"))  # atomic: never a half-written record
+        if not cached:  # just built: record its bytes (atomically: never a half-written record)
+            from ..files import write_atomic
+
+            digest = _sha256(folder / f"{name}.so")
+            write_atomic(folder / f"{name}.so.sha256", lambda f: f.write(digest))
         return module
     finally:
         lock.unlink(missing_ok=True)
