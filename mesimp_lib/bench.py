@@ -20,8 +20,8 @@ import time
 import torch
 import torch.nn.functional as F
 
-from .bench_targets import run_targets, targets_markdown
-from .meprop import MePropLinear, _fused, select_per_example, select_unified
+from .bench_targets import run_targets, targets_markdown, topk_mask
+from .meprop import MePropLinear, _fused
 from .files import write_atomic
 from .results import environment, write_json_atomic
 
@@ -114,11 +114,7 @@ def bench_layer(batch: int, n: int, k: int, mode: str = "unified", threads: int 
     # correctness in the same run: input and weight gradients vs a masked dense reference
     gx, gw = torch.autograd.grad(y_sparse, (x, layer.weight), g, retain_graph=True)
     gw = gw.to_dense() if gw.is_sparse else gw
-    if mode == "unified":
-        mask = torch.zeros_like(g).index_fill_(1, select_unified(g, k), 1.0)
-    else:
-        mask = torch.zeros_like(g).scatter_(1, select_per_example(g, k), 1.0)
-    gk = g * mask
+    gk = g * topk_mask(g, k, mode)
     ok = torch.allclose(gx, gk @ layer.weight.detach(), rtol=1e-4, atol=1e-4) and torch.allclose(
         gw, gk.t() @ x.detach(), rtol=1e-4, atol=1e-4
     )

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 from .meprop import MePropLinear, select_per_example, select_unified
 
-__all__ = ["TARGETS", "bench_target", "masked_linear", "run_targets", "targets_markdown"]
+__all__ = ["TARGETS", "bench_target", "masked_linear", "run_targets", "targets_markdown", "topk_mask"]
 
 # (what, batch, in, out, k, mode, layer options beyond the defaults, target speedup over dense)
 # "the fastest documented layer": kernel="fused" with the row-sparse weight gradient, the fastest
@@ -40,12 +40,16 @@ class _MaskedTopK(torch.autograd.Function):
     @staticmethod
     def backward(ctx, g):
         x, weight = ctx.saved_tensors
-        if ctx.mode == "unified":
-            mask = torch.zeros_like(g).index_fill_(1, select_unified(g, ctx.k), 1.0)
-        else:
-            mask = torch.zeros_like(g).scatter_(1, select_per_example(g, ctx.k), 1.0)
-        gk = g * mask
+        gk = g * topk_mask(g, ctx.k, ctx.mode)
         return gk @ weight, gk.t() @ x, g.sum(0), None, None  # the bias keeps its full gradient (the default)
+
+
+def topk_mask(g: torch.Tensor, k: int, mode: str) -> torch.Tensor:
+    """1 where meProp keeps an entry of the output gradient ``g`` (top-k by magnitude: per row for
+    "per_example", one set of columns for "unified"), else 0: the masked reference of every benchmark."""
+    if mode == "unified":
+        return torch.zeros_like(g).index_fill_(1, select_unified(g, k), 1.0)
+    return torch.zeros_like(g).scatter_(1, select_per_example(g, k), 1.0)
 
 
 def masked_linear(x, weight, bias, k: int, mode: str):

@@ -21,7 +21,7 @@ from .children import ChildGroup
 from .files import write_atomic
 from .results import mean_sd as _mean_sd, read_json, write_json_atomic
 from .tasks.mnist import data_root
-from .grid import GRID_SUITES, GRID_TABLES, _quick
+from .grid import GRID_SUITES, GRID_TABLES, SHOWN_INSIDE, _quick
 from .nlp_grid import NLP_PAPER, NLP_SUITES, NLP_TABLES
 from .training import AUTHORS, AUTHORS_MESIMP, TrainConfig
 
@@ -236,8 +236,8 @@ def _load_groups(suite: str) -> dict[str, list[dict]]:
 
 
 # suites whose table also shows the rows of another suite (stored in that suite's folder)
-_ALSO_SHOWN = {"k_grid": "; the dense h=k rows: `experiment dense_h_k`, `data/results/dense_h_k/`",
-               "dropout": "; the meProp rows: `experiment dropout_meprop`, `data/results/dropout_meprop/`"}
+_ALSO_SHOWN = {table: f"; {rows}: `experiment {suite}`, `data/results/{suite}/`"
+               for suite, (table, rows) in SHOWN_INSIDE.items()}
 
 
 def _footer(suite: str, groups: dict[str, list[dict]]) -> list[str]:

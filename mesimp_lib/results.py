@@ -14,10 +14,9 @@ from pathlib import Path
 
 import torch
 
-from .files import check_output_path, write_atomic
+from .files import write_atomic
 
-__all__ = ["check_output_path", "environment", "finite_or_none", "git_commit", "mean_sd", "read_json",
-           "write_atomic", "write_json_atomic"]
+__all__ = ["environment", "finite_or_none", "git_commit", "mean_sd", "read_json", "write_json_atomic"]
 
 
 def write_json_atomic(path: str | Path, obj) -> Path:

@@ -143,7 +143,7 @@ def test_active_paths_opens_on_a_correct_example_with_one_colour_scale(paths_app
 
 
 def test_k_explorer_gradient_is_sorted_and_states_the_kept_share():
-    from mesimp_lib.viz.figures import kept_share
+    from mesimp_lib.viz.app_figures import kept_share
 
     app = apps.k_explorer()
     app.controls["k"].value = 20

@@ -1,14 +1,10 @@
 """Plotly figures and ipywidgets apps. The only part of mesimp_lib that imports them."""
 
+from .app_figures import digit_figure, gradient_figure, k_curves_figure, network_figure, shrinkage_figure
 from .figures import (
     bench_facts,
-    digit_figure,
-    gradient_figure,
-    k_curves_figure,
     learning_curves,
-    network_figure,
     run_time_figure,
-    shrinkage_figure,
     speedup_figure,
     step_time_figure,
     time_split_bars,

@@ -27,7 +27,7 @@ from ..recordings import PathObserver, load_active_paths
 from ..results import read_json
 from ..tasks.mnist import MLP, load_mnist
 from ..training import TrainConfig, train
-from . import figures as figs
+from . import app_figures as figs
 from .panes import FigurePane, figure_bundle, row
 from .static import stepped_figure
 

@@ -34,6 +34,8 @@ import os
 import sys
 from pathlib import Path
 
+from ..validate import check_float, check_int
+
 ROOT = Path(__file__).resolve().parents[2]
 APP = ROOT / "app" / "mesimp_lab_app.ipynb"
 MANAGER = "mesimp_lib.viz.appserver.BoundedKernelManager"
@@ -78,10 +80,8 @@ def voila_command(port: int = 8866, token: str | None = "auto", max_kernels: int
 
     ``token``: ``"auto"`` (a random one, printed), a string of the caller's, or ``None``
     (no token: the explicit local-only choice)."""
-    if max_kernels < 0:
-        raise ValueError(f"max_kernels={max_kernels}: use a count >= 1, or 0 for no limit")
-    if idle_minutes <= 0:
-        raise ValueError(f"idle_minutes={idle_minutes}: must be > 0 (idle kernels are always culled)")
+    max_kernels = check_int("max_kernels", max_kernels, 0)  # 0: no limit
+    idle_minutes = check_float("idle_minutes", idle_minutes, 0, lo_open=True)  # idle kernels are always culled
     cmd = [sys.executable, "-m", "voila", str(notebook), "--no-browser", "--Voila.ip=127.0.0.1",
            f"--port={port}", "--Voila.port_retries=0", f"--Voila.config_file_paths={ROOT / 'app'}",
            f"--VoilaConfiguration.multi_kernel_manager_class={MANAGER}",

@@ -7,12 +7,10 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-PALETTE = ["#636efa", "#ef553b", "#00cc96", "#ab63fa", "#ffa15a", "#19d3f3", "#7f7f7f", "#bcbd22"]
+from .style import PALETTE as _SHARED, rounded as _r
+
+PALETTE = [*_SHARED, "#7f7f7f", "#bcbd22"]  # two more lines than the shared palette
 LAYOUT = {"template": "plotly_white", "autosize": True, "margin": {"l": 60, "r": 20, "t": 70, "b": 50}}
-
-
-def _r(values, digits=4):
-    return [round(float(v), digits) for v in values]
 
 
 def _smooth(values, window: int, every: int = 4) -> tuple[list[int], list[float]]:

@@ -38,7 +38,7 @@ def export_docs(out_dir: str | Path = ROOT / "docs", scale: float = 2.0) -> list
     import plotly.graph_objects as go
     import torch
 
-    from . import figures
+    from . import app_figures
     from .apps import active_paths, layer_shrinkage
 
     chromium = find_chromium()
@@ -52,7 +52,7 @@ def export_docs(out_dir: str | Path = ROOT / "docs", scale: float = 2.0) -> list
     paths = active_paths()
     shrink = layer_shrinkage()
     views = {
-        "active_paths": figures.network_figure(paths.state()),
+        "active_paths": app_figures.network_figure(paths.state()),
         "layer_shrinkage": go.Figure(shrink.figures["widths"]),
     }
     written = []

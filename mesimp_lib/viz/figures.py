@@ -4,11 +4,7 @@ from __future__ import annotations
 
 import plotly.graph_objects as go
 
-from .style import COLORS, PALETTE  # noqa: F401 - COLORS is part of this module's interface
-
-
-def _r(values, digits=4):
-    return [round(float(v), digits) for v in values]
+from .style import PALETTE, rounded as _r
 
 
 def learning_curves(results: dict[str, dict], metric: str = "dev_acc", title: str | None = None) -> go.Figure:
@@ -298,16 +294,3 @@ def bench_facts(bench: dict) -> list[str]:
         out.append(f"one-layer unified rows: {missing}")
     return out
 
-
-from .app_figures import (  # noqa: E402,F401 - the apps' figures, re-exported for older imports
-    DROPOUT_CAPTION,
-    K_CAPTION,
-    NETWORK_CAPTION,
-    SHRINKAGE_CAPTION,
-    digit_figure,
-    gradient_figure,
-    k_curves_figure,
-    kept_share,
-    network_figure,
-    shrinkage_figure,
-)

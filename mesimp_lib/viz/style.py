@@ -1,4 +1,8 @@
 """Colours shared by every figure."""
 
-COLORS = {"dense": "#636efa", "meprop": "#ef553b", "random": "#00cc96"}
 PALETTE = ["#636efa", "#ef553b", "#00cc96", "#ab63fa", "#ffa15a", "#19d3f3"]
+
+
+def rounded(values, digits: int = 4) -> list[float]:
+    """Plotted numbers rounded (nbval compares the plotly JSON exactly)."""
+    return [round(float(v), digits) for v in values]
