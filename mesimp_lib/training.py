@@ -25,8 +25,8 @@ from .meprop import KERNELS, MODES, WEIGHT_GRADS, config_weight_grad, resolve_k
 from .meact import STATISTICS, MeAct
 from .mesimp import REALISATIONS, RECORDS, RESETS, Simplifier, authors_reset_now, cycle_phase, reset_optimizer_state
 from .results import environment, finite_or_none
-from .validate import (SEED_MAX, ArgumentError, check_bool, check_choice, check_device, check_float, check_int,
-                       check_sizes, plain_number)
+from .validate import (SEED_MAX, check_bool, check_choice, check_device, check_float, check_int,
+                       check_sizes, plain_number, refuse)
 from .tasks.mnist import INITS, MLP, accuracy, init_weights, load_mnist
 
 __all__ = ["AUTHORS", "AUTHORS_MESIMP", "METHODS", "OPTIMIZERS", "TrainConfig", "build_model", "make_optimizer", "train"]
@@ -100,7 +100,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         def bad(name, allowed):
-            raise ArgumentError(f"{name}={getattr(self, name)!r} is not allowed; allowed: {allowed}", name)
+            refuse(name, getattr(self, name), allowed)
 
         check_bool("authors", self.authors)
         if self.authors:

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["ArgumentError", "MAX_SIZE", "check_bool", "check_choice", "check_device", "check_dtype", "check_float",
+__all__ = ["ArgumentError", "MAX_SIZE", "SEED_MAX", "check_bool", "check_choice", "check_device", "check_dtype", "check_float",
            "check_int", "check_path", "check_size", "check_sizes",
-           "plain_number"]
+           "plain_number", "refuse"]
 
 MAX_SIZE = 2**31 - 1  # widths, counts and sizes: the kernels index with 32-bit ints
 SEED_MAX = 2**64 - 1  # torch.manual_seed takes [0, 2**64)
@@ -33,7 +33,8 @@ class ArgumentError(ValueError, TypeError):
         self.name = name
 
 
-def _fail(name: str, value, allowed: str):
+def refuse(name: str, value, allowed: str):
+    """Raise the one error every check raises: the argument, its value and what is allowed."""
     raise ArgumentError(f"{name}={value!r} is not allowed; allowed: {allowed}", name)
 
 
@@ -54,10 +55,10 @@ def check_int(name: str, value, minimum: int | None = None, maximum: int | None 
     if value is None and optional:
         return None
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        _fail(name, value, allowed)
+        refuse(name, value, allowed)
     value = int(value)
     if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
-        _fail(name, value, allowed)
+        refuse(name, value, allowed)
     return value
 
 
@@ -69,7 +70,7 @@ def check_size(name: str, value) -> int:
 def check_sizes(name: str, value) -> list[int]:
     """A non-empty list (or tuple) of sizes."""
     if not isinstance(value, (list, tuple)) or not value:
-        _fail(name, value, f"an int in [1, {MAX_SIZE}] or a non-empty list of them")
+        refuse(name, value, f"an int in [1, {MAX_SIZE}] or a non-empty list of them")
     return [check_int(f"{name}[{i}]", v, 1) for i, v in enumerate(value)]
 
 
@@ -81,12 +82,12 @@ def check_float(name: str, value, minimum: float | None = None, maximum: float |
     if value is None and optional:
         return None
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
-        _fail(name, value, allowed.rstrip())
+        refuse(name, value, allowed.rstrip())
     value = float(value)
     if minimum is not None and (value < minimum or (lo_open and value == minimum)):
-        _fail(name, value, allowed)
+        refuse(name, value, allowed)
     if maximum is not None and (value > maximum or (hi_open and value == maximum)):
-        _fail(name, value, allowed)
+        refuse(name, value, allowed)
     return value
 
 
@@ -95,7 +96,7 @@ def check_bool(name: str, value, *, optional: bool = False) -> bool | None:
     if value is None and optional:
         return None
     if type(value).__name__ not in ("bool", "bool_"):
-        _fail(name, value, ("None, " if optional else "") + "True or False")
+        refuse(name, value, ("None, " if optional else "") + "True or False")
     return bool(value)
 
 
@@ -104,7 +105,7 @@ def check_choice(name: str, value, choices, *, optional: bool = False) -> str | 
     if value is None and optional:
         return None
     if not isinstance(value, str) or value not in choices:
-        _fail(name, value, ("None, " if optional else "") + ", ".join(map(str, choices)))
+        refuse(name, value, ("None, " if optional else "") + ", ".join(map(str, choices)))
     return value
 
 
@@ -115,14 +116,14 @@ def check_device(name: str, value, *, optional: bool = False) -> str | torch.dev
     allowed = ("None, " if optional else "") + "'cpu'" + (" or 'cuda' / 'cuda:N'" if torch.cuda.is_available() else
                                                           " (no CUDA device is available here)")
     if not isinstance(value, (str, torch.device)):
-        _fail(name, value, allowed)
+        refuse(name, value, allowed)
     try:
         dev = torch.device(value)
     except (RuntimeError, ValueError, TypeError):
-        _fail(name, value, allowed)
+        refuse(name, value, allowed)
     if dev.type not in DEVICE_TYPES or (dev.type == "cuda" and (
             not torch.cuda.is_available() or (dev.index is not None and dev.index >= torch.cuda.device_count()))):
-        _fail(name, value, allowed)
+        refuse(name, value, allowed)
     return value
 
 
@@ -141,7 +142,7 @@ def check_path(name: str, value, *, optional: bool = False) -> Path | None:
     if value is None and optional:
         return None
     if not isinstance(value, (str, os.PathLike)) or isinstance(value, bytes) or not str(value) or "\0" in str(value):
-        _fail(name, value, ("None or " if optional else "") + "a non-empty path (str or pathlib.Path)")
+        refuse(name, value, ("None or " if optional else "") + "a non-empty path (str or pathlib.Path)")
     return Path(value)
 
 
@@ -150,5 +151,5 @@ def check_dtype(name: str, value, *, optional: bool = True) -> torch.dtype | Non
     if value is None and optional:
         return None
     if not isinstance(value, torch.dtype) or not value.is_floating_point:
-        _fail(name, value, ("None or " if optional else "") + "a floating torch.dtype such as torch.float32")
+        refuse(name, value, ("None or " if optional else "") + "a floating torch.dtype such as torch.float32")
     return value
