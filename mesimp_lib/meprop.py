@@ -762,11 +762,13 @@ class MePropLinear(TopKWidth, nn.Module):
             rows is at most this share of the width, the products run on the union's
             columns only; otherwise on the masked gradient (measured crossover).
         track_stats: keep ``self.stats`` (selection counts, rows touched, multiply-adds).
-        kernel: "torch" (default: the pure-PyTorch backward), "fused" (the native kernels of
-            ``mesimp_lib.fused``, compiled on first use: per example, B*k*in multiply-adds
-            written straight into the gradient; unified, one native call; a dense layer of at most
-            64 outputs at a batch of at most 64: native loops, whose rounding differs from BLAS's), or "auto"
-            (fused when it can be built and applies: CPU, float32/64), or "native"
+        kernel: "auto" (default: "fused" where the native kernels build and apply, CPU float32/64 with
+            a k to keep; else the PyTorch backward, with one logged line saying why), "torch" (the readable
+            pure-PyTorch reference; the stored results were made with it), "fused" (the native kernels of
+            ``mesimp_lib.fused``, compiled on first use with a one-line notice: per example, B*k*in
+            multiply-adds written straight into the gradient; unified, one native call; a dense layer of at
+            most 64 outputs at a batch of at most 64: native loops, whose rounding differs from BLAS's; an
+            error where they cannot apply), or "native"
             (opt-in: the whole layer, forward and backward, is one C++ autograd function around the fused
             kernel, so autograd never calls into Python for it; every mode, CPU float32/64,
             ``weight_grad="sparse"`` (for LazyAdam / LazySGD / SGD) or ``"dense"``; the same results as
@@ -788,7 +790,7 @@ class MePropLinear(TopKWidth, nn.Module):
         count_zero_hits: bool = False,
         compact_threshold: float = 0.5,
         track_stats: bool = True,
-        kernel: str = "torch",
+        kernel: str = "auto",
         device=None,
         dtype=None,
     ):

@@ -77,7 +77,7 @@ def _record_one(x: torch.Tensor, y: torch.Tensor, k: int, dropout: float, seed: 
     """Snapshots (at PATH_STEPS) of one run: 2 epochs, batch 50, Adam 1e-3."""
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
-    model = MLP(hidden=PATH_WIDTH, layers=2, k=k, mode="per_example", dropout=dropout)
+    model = MLP(hidden=PATH_WIDTH, layers=2, k=k, mode="per_example", dropout=dropout, kernel="torch")
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     snaps, step = [], 0
     for _epoch in range(2):

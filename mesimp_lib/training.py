@@ -76,7 +76,7 @@ class TrainConfig:
     threads: int = 1  # torch threads during the run (1 = reproducible digits)
     train_limit: int | None = None  # use only the first N training images (quick runs)
     weight_grad: str | None = None  # how meProp hands dW to the optimizer: dense (any optimizer) | sparse (SGD, lazy_*); None = sparse with a lazy optimizer, else dense; a stored "buffer" reads as dense
-    kernel: str = "torch"  # meProp backward: torch | fused (native C++, error if unavailable) | auto | native
+    kernel: str = "auto"  # meProp backward: auto (the compiled kernels where they build and apply, else PyTorch) | torch (the readable reference) | fused (compiled, error if unavailable) | native
     rows_every: int = 50  # measure rows really changed by the optimizer every N steps (0 = never)
     device: str = "cpu"  # "cpu" or "cuda"
     # meSimp (method="mesimp"; METHODS.md section 2)
@@ -149,8 +149,8 @@ class TrainConfig:
                 "gradient: use weight_grad='dense')")
         if self.weight_grad == "sparse" and self.grad_clip is not None:
             bad("grad_clip", "None with weight_grad='sparse' (element-wise clipping needs a dense gradient)")
-        if self.task == "pos" and self.kernel != "torch":
-            bad("kernel", "'torch' (the default) for task='pos': the LSTM layers pick their own backward "
+        if self.task == "pos" and self.kernel not in ("auto", "torch"):
+            bad("kernel", "'auto' (the default) or 'torch' for task='pos': the LSTM layers pick their own backward "
                 "(the native kernel when it builds, else PyTorch; the result's data.lstm_kernel says which)")
         if self.task != "mnist" and self.lazy and self.grad_clip is not None:
             bad("grad_clip", f"None with a lazy optimizer on task={self.task!r} (its embeddings then have row-sparse "

@@ -115,7 +115,8 @@ class ActivePathsApp(_App):
                              f"{self.rec['dropouts']} (re-make it with `python -m mesimp_lib experiment widgets`)")
         data = load_mnist()
         self.x, self.y = data.dev_x[:n_examples], data.dev_y[:n_examples]
-        self.model = MLP(hidden=self.rec["width"], layers=2, k=self.rec["ks"][0], mode="per_example")
+        self.model = MLP(hidden=self.rec["width"], layers=2, k=self.rec["ks"][0], mode="per_example",
+                         kernel="torch")  # the recording's kernel
         ks, steps = self.rec["ks"], self.rec["steps"]
         # one colour scale for every dropout, k and step: the largest selection share in the recording
         self.cmax = max(round(100 * float(c.max()) / max(1, int(snap["examples"])), 2)
