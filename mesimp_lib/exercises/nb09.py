@@ -11,17 +11,18 @@ __all__ = ["check_exercise_1", "check_exercise_2", "check_exercise_3", "rows_mov
 
 
 def check_exercise_1(macs_ratio: float, rows_touched: int) -> Feedback:
-    """Step 1's layer with ``mode="per_example"``: your ``s.macs_ratio`` and ``s.last_rows_touched``."""
+    """Step 1's layer with ``mode="per_example", kernel="torch"``: your ``s.macs_ratio`` and
+    ``s.last_rows_touched``."""
     from ..meprop import MePropLinear
 
     fb = Feedback("09 exercise 1")
     B, n_in, n_out, k = 4, 6, 10, 3
     torch.manual_seed(0)
-    layer = MePropLinear(n_in, n_out, k=k, mode="per_example")
+    layer = MePropLinear(n_in, n_out, k=k, mode="per_example", kernel="torch")
     layer(torch.randn(B, n_in, requires_grad=True)).pow(2).sum().backward()
     s = layer.stats
     fb.check(abs(macs_ratio - s.macs_ratio) < 1e-9, f"macs_ratio {s.macs_ratio:.2f}",
-             f"macs_ratio {macs_ratio!r}, but Step 1 with mode='per_example' gives {s.macs_ratio:.2f}")
+             f"macs_ratio {macs_ratio!r}, but Step 1 with mode='per_example', kernel='torch' gives {s.macs_ratio:.2f}")
     fb.check(rows_touched == s.last_rows_touched, f"{s.last_rows_touched} of {n_out} rows touched",
              f"{rows_touched!r} rows, but the layer touched {s.last_rows_touched}")
     if s.macs_ratio > k / n_out:

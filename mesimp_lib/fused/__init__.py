@@ -88,7 +88,9 @@ def kernels():
                 why = f"{type(e).__name__}: {str(e).strip().splitlines()[-1] if str(e).strip() else ''}"
         _state["module"] = module
         _state["status"] = "fused C++ kernels" if module is not None else f"pure PyTorch ({why})"
-        log.info("meProp backward: %s", _state["status"])
+        # a build that failed is worth a warning: the default kernel="auto" then takes the slower PyTorch path
+        (log.info if module is not None or why.startswith("disabled") else log.warning)(
+            "meProp backward: %s", _state["status"])
         return module
 
 

@@ -1,0 +1,57 @@
+"""The default kernel is "auto": the compiled kernels where they build, the PyTorch reference otherwise;
+the stored suites pin the reference kernel they were made with."""
+
+import logging
+
+import pytest
+import torch
+
+from mesimp_lib import MePropLinear
+from mesimp_lib import fused as fused_mod
+from mesimp_lib.experiments import OWN_KERNEL, SUITES
+from mesimp_lib.training import TrainConfig
+
+needs_kernels = pytest.mark.skipif(fused_mod.kernels() is None, reason="native kernels unavailable here")
+
+
+def _grads(layer, x, g):
+    return torch.autograd.grad(layer(x), (x, layer.weight, layer.bias), g)
+
+
+@needs_kernels
+def test_default_takes_the_compiled_kernel_and_agrees_with_the_reference():
+    torch.manual_seed(0)
+    layer, ref = MePropLinear(6, 10, k=3), MePropLinear(6, 10, k=3, kernel="torch")
+    ref.load_state_dict(layer.state_dict())
+    x, g = torch.randn(4, 6, requires_grad=True), torch.randn(4, 10)
+    got, want = _grads(layer, x, g), _grads(ref, x, g)
+    assert layer.kernel == "auto" and TrainConfig().kernel == "auto"
+    # the compiled kernel really does B*k*n_in per product; the PyTorch path multiplies a masked full gradient
+    assert layer.stats.macs_ratio == pytest.approx(3 / 10) and ref.stats.macs_ratio == 1.0
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b)
+
+
+def test_default_falls_back_to_the_reference_with_a_warning(monkeypatch, caplog):
+    monkeypatch.setattr(fused_mod, "_state", {})
+    monkeypatch.setattr(fused_mod, "_load_cached", lambda *a, **k: (_ for _ in ()).throw(OSError("no compiler")))
+    torch.manual_seed(0)
+    layer, ref = MePropLinear(6, 10, k=3), MePropLinear(6, 10, k=3, kernel="torch")
+    ref.load_state_dict(layer.state_dict())
+    x, g = torch.randn(4, 6, requires_grad=True), torch.randn(4, 10)
+    with caplog.at_level(logging.INFO, logger=fused_mod.log.name):
+        got = _grads(layer, x, g)
+    assert any(r.levelno == logging.WARNING and "pure PyTorch (OSError: no compiler)" in r.getMessage()
+               for r in caplog.records)
+    for a, b in zip(got, _grads(ref, x, g)):
+        assert torch.equal(a, b)  # the same path, so the same bits
+    monkeypatch.setattr(fused_mod, "_state", {})
+
+
+def test_stored_suites_pin_the_reference_kernel():
+    for suite, make in SUITES.items():
+        kernels = {cfg.kernel for cfg in make().values()}
+        assert kernels == ({"auto"} if suite in OWN_KERNEL else {"torch"}), suite
+        for cfg in make().values():
+            if suite not in OWN_KERNEL and cfg.task != "pos":
+                assert "--kernel torch" in cfg.to_cli()
