@@ -18,7 +18,8 @@ from .tasks.mnist import INITS
 from .validate import (MAX_SIZE, SEED_MAX, check_bool, check_choice, check_device, check_float, check_int, check_sizes,
                        plain_number, refuse)
 
-__all__ = ["AUTHORS", "AUTHORS_MESIMP", "KINDS", "METHODS", "OPTIMIZERS", "TrainConfig", "option", "spec"]
+__all__ = ["AUTHORS", "AUTHORS_MESIMP", "KINDS", "METHODS", "OPTIMIZERS", "TrainConfig", "option", "spec",
+           "stored_config"]
 
 METHODS = ("dense", "meprop", "random", "mesimp", "meact")
 OPTIMIZERS = ("adam", "adagrad", "sgd", "lazy_adam", "lazy_sgd")
@@ -35,6 +36,10 @@ MEACT_FIELDS = ("meact_start_epoch", "meact_threshold", "meact_statistic")
 AUTHORS = dict(init="csharp", loss_reduction="sum", grad_clip=5.0, optimizer="adam", lr=1e-3, evals_per_epoch=8)
 AUTHORS_MESIMP = dict(batch_size=100, k=160, prune_rate=0.1, cycle_epochs=5, prunes_per_epoch=8, reset="authors",
                       count_zero_hits=True)  # and for method="mesimp" (its released default.json)
+
+# fields added after results were stored, with the value every run stored without them had (kernel: the
+# PyTorch backward, the only one before the field existed); the other added fields' defaults are those values
+STORED_BEFORE = {"kernel": "torch"}
 
 # how a field of each kind is checked: (name, value, the field's declaration) -> the value in its plain type;
 # "k" (k, k_out: a count or a share of a width) is checked after the loop, once the widths are known
@@ -258,3 +263,10 @@ class TrainConfig:
 
     def __str__(self) -> str:
         return self.to_cli()
+
+
+def stored_config(stored: dict, **override) -> TrainConfig:
+    """The config of a stored result's ``config`` dict: keys that are no longer fields are dropped, and fields
+    added since it was written take the value the run had (``STORED_BEFORE``) or their default."""
+    names = {f.name for f in fields(TrainConfig)}
+    return TrainConfig(**{**STORED_BEFORE, **{k: v for k, v in stored.items() if k in names}, **override})

@@ -23,7 +23,7 @@ from .results import mean_sd as _mean_sd, read_json, write_json_atomic
 from .tasks.mnist import data_root
 from .grid import GRID_SUITES, GRID_TABLES, SHOWN_INSIDE, _quick
 from .nlp_grid import NLP_PAPER, NLP_SUITES, NLP_TABLES
-from .training import AUTHORS, AUTHORS_MESIMP, TrainConfig
+from .config import AUTHORS, AUTHORS_MESIMP, TrainConfig, stored_config
 
 __all__ = ["SUITES", "results_dir", "run_suite", "summarize_suite", "update_readme"]
 
@@ -148,13 +148,12 @@ def _command(cfg: TrainConfig, path: Path, save_model: bool = False) -> list[str
 
 def _same_config(stored: dict | None, cfg: TrainConfig) -> bool:
     """A stored run counts as done if its config equals ``cfg`` (fields added to TrainConfig
-    since it was written take their defaults)."""
+    since it was written take the value the run had: ``config.stored_config``)."""
     if not stored:
         return False
-    names = {f.name for f in fields(TrainConfig)}
     try:
         # the device a run was made on does not change what it computes (--device on `experiment`)
-        return TrainConfig(**{k: v for k, v in stored.items() if k in names and k != "device"}) == replace(cfg, device="cpu")
+        return stored_config(stored, device="cpu") == replace(cfg, device="cpu")
     except ValueError:
         return False
 
