@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from .bench_targets import topk_mask
 from .bench_timing import abba, mlp_backward_limit, mlp_step_limit, two_backwards
 from .meprop import MePropLinear, _fused
+from .validate import check_choice
 
 __all__ = ["STEP_VARIANTS", "bench_backward_floor", "bench_inference", "bench_layer", "bench_lstm", "bench_mlp",
            "bench_step"]
@@ -234,12 +235,17 @@ def bench_inference(rounds: int = 5) -> list[dict]:
     return rows
 
 
+LSTM_BASELINES = ("nn.LSTM", "MePropLSTM k=None")
+
+
 def bench_lstm(batch: int, k: int, steps: int = 25, hidden: int = 500, embed: int = 100, threads: int = 1,
                scale: float = 1.0, seed: int = 0, baseline: str = "nn.LSTM") -> dict:
     """One LSTM direction at the POS tagger's shapes: forward + backward of ``MePropLSTM`` (per-example top-k
     per gate) against a dense baseline, interleaved A-B-B-A: ``baseline="nn.LSTM"`` (PyTorch's own fused
     kernels) or ``"MePropLSTM k=None"`` (the same code with nothing cut: what the top-k itself saves)."""
     from .lstm import MePropLSTM
+
+    check_choice("baseline", baseline, LSTM_BASELINES)
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
     sparse = MePropLSTM(embed, hidden, k=k)
@@ -252,13 +258,11 @@ def bench_lstm(batch: int, k: int, steps: int = 25, hidden: int = 500, embed: in
         def run_dense():
             out, _ = dense(x)
             torch.autograd.grad(out, [x, *dense.parameters()], g)
-    elif baseline == "MePropLSTM k=None":
+    else:
         same = MePropLSTM(embed, hidden, k=None)
 
         def run_dense():
             torch.autograd.grad(same(x), [x, *same.parameters()], g)
-    else:
-        raise ValueError(f"baseline={baseline!r} is not allowed; allowed: nn.LSTM, MePropLSTM k=None")
 
     def run_sparse():
         for p in sparse.parameters():

@@ -13,7 +13,7 @@ from dataclasses import fields
 
 from .children import die_with_parent
 from .config import TrainConfig
-from .validate import SEED_MAX, check_device, check_float, check_int
+from .validate import SEED_MAX, check_choice, check_device, check_float, check_int
 
 
 class _Parser(argparse.ArgumentParser):
@@ -210,9 +210,11 @@ def _experiment(args, experiments) -> int:
     """``experiment SUITE``: run (or ``--verify``) a suite; bad names exit 2, failed runs exit 1."""
     known = [*experiments.SUITES, "mesimp_inference", "widgets"]
     trained = list(experiments.SUITES) if args.verify else known  # --verify re-trains: training suites only
-    if args.suite != "all" and args.suite not in trained:
-        print(f"python -m mesimp_lib experiment: error: argument suite: {args.suite!r} is not allowed"
-              f"{' with --verify' if args.verify else ''}; allowed: all, {', '.join(trained)}", file=sys.stderr)
+    try:
+        check_choice("suite", args.suite, ["all", *trained])
+    except ValueError as e:
+        print(f"python -m mesimp_lib experiment: error: argument suite: {e}"
+              f"{' (--verify re-trains: the training suites only)' if args.verify else ''}", file=sys.stderr)
         return 2
     suites = [s for s in experiments.ALL if s in trained] if args.suite == "all" else [args.suite]
     if args.verify:

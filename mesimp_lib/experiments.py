@@ -23,6 +23,7 @@ from .config import TrainConfig, stored_config
 from .results import read_json, results_dir, write_json_atomic
 from .suites import ALL, SAVE_MODELS, SUITES, WIDGET_KS, WIDGET_PRUNE_RATES
 from .tables import summarize_suite, update_readme
+from .validate import check_choice
 
 __all__ = ["ALL", "SUITES", "WIDGET_KS", "WIDGET_PRUNE_RATES", "inference_speed", "measure_inference",
            "results_dir", "run_suite", "summarize_suite", "update_readme", "verify_suite"]
@@ -77,8 +78,7 @@ def run_suite(suite: str, jobs: int = 1, dry_run: bool = False, log=print, seeds
             inference_speed()
             log("mesimp_inference: wrote " + str(results_dir("mesimp_inference") / "inference.json"))
         return []
-    if suite not in SUITES:
-        raise ValueError(f"suite={suite!r} is unknown; allowed: {', '.join([*SUITES, 'mesimp_inference'])}")
+    check_choice("suite", suite, [*SUITES, "mesimp_inference", "widgets"])
     out = results_dir(suite)
     restore = f"python -m mesimp_lib experiment {suite}"
     todo = []
