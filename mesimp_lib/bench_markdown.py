@@ -147,11 +147,20 @@ def _floor_section(res: dict) -> list[str]:
     return out
 
 
+def _section(title: str, text: str, columns: str, rows: list[str]) -> list[str]:
+    """A titled section: the heading, the paragraph that says how to read the table, the table."""
+    return ["", f"## {title}", "", text, "", columns, "|" + "---|" * (columns.count("|") - 1), *rows]
+
+
+def _step_split(r: dict, name: str) -> str:
+    """forward / backward / optimizer ms of one variant of a whole-step row ("-" for rows stored without)."""
+    d = (r.get("sections") or {}).get(name)
+    return "-" if not d else f"{d['forward_ms']:.3f} / {d['backward_ms']:.3f} / {d['optimizer_ms']:.3f}"
+
+
 def _step_section(res: dict) -> list[str]:
-    out = [
-        "",
-        "## The paper's MNIST MLP, whole training step (forward + loss + backward + optimizer), k=20",
-        "",
+    return _section(
+        "The paper's MNIST MLP, whole training step (forward + loss + backward + optimizer), k=20",
         "Against dense + `torch.optim.Adam(fused=True)` (the paper's unmodified optimizer, PyTorch's fastest "
         "CPU implementation). *lazy Adam* (`mesimp_lib.lazy.LazyAdam`) updates only the rows with a gradient "
         "and freezes idle rows and their moments: **not the paper's optimizer** (its accuracy cost: see the "
@@ -162,63 +171,38 @@ def _step_section(res: dict) -> list[str]:
         "(some ten steps of one variant in a row, a steady state as in training). The FLOP limit counts "
         "forward + backward multiply-adds, not the optimizer's work, which dense Adam does in full: only a "
         "variant whose optimizer shrinks can beat it. Section times are medians of each variant timed alone.",
-        "",
         "| variant | mode | batch | dense ms | meProp ms | speedup | FLOP limit (fwd + bwd) | "
         "fwd / bwd / optimizer ms (dense) | fwd / bwd / optimizer ms (variant) |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
-    for r in res["step"]:
-        sec = r.get("sections") or {}
-
-        def split(name):
-            d = sec.get(name)
-            return "-" if not d else f"{d['forward_ms']:.3f} / {d['backward_ms']:.3f} / {d['optimizer_ms']:.3f}"
-
-        out.append(
-            f"| {r['variant']} | {r['mode']} | {r['batch']} | {r['dense_ms']:.3f} | {r['meprop_ms']:.3f} | "
-            f"**{r['speedup']:.2f}x** | {r['limit_fwd_bwd']:.1f} | {split('dense')} | {split('meprop')} |"
-        )
-    return out
+        [f"| {r['variant']} | {r['mode']} | {r['batch']} | {r['dense_ms']:.3f} | {r['meprop_ms']:.3f} | "
+         f"**{r['speedup']:.2f}x** | {r['limit_fwd_bwd']:.1f} | {_step_split(r, 'dense')} | "
+         f"{_step_split(r, 'meprop')} |" for r in res["step"]])
 
 
 def _lstm_section(res: dict) -> list[str]:
-    out = ["", "## LSTM step at the POS tagger's shapes (h=500, embedding 100, one direction)", ""]
-    out += [
+    return _section(
+        "LSTM step at the POS tagger's shapes (h=500, embedding 100, one direction)",
         "`MePropLSTM` (per-example top-k per gate, its default kernel) against two dense baselines: "
         "`torch.nn.LSTM` (PyTorch's own fused kernels) and `MePropLSTM` with k=None (the same Python "
         "time loop with nothing cut, which isolates what the top-k saves); forward + backward of one "
         "direction. The paper's POS setting is batch 1 (one sentence); our tagger trains on 32.",
-        "",
         "| dense baseline | batch | tokens per sentence | k per gate | dense ms | meProp ms | speedup | "
         "FLOP limit (fwd + bwd) | limit h/k (backward) |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
-    for r in res["lstm"]:
-        out.append(f"| {r.get('baseline', 'nn.LSTM')} | {r['batch']} | {r['steps']} | {r['k']} | "
-                   f"{r['dense_ms']:.2f} | {r['meprop_ms']:.2f} | **{r['speedup']:.2f}x** | "
-                   f"{r['limit_fwd_bwd']:.1f} | {r['limit_backward']:.0f} |")
-    return out
+        [f"| {r.get('baseline', 'nn.LSTM')} | {r['batch']} | {r['steps']} | {r['k']} | {r['dense_ms']:.2f} | "
+         f"{r['meprop_ms']:.2f} | **{r['speedup']:.2f}x** | {r['limit_fwd_bwd']:.1f} | {r['limit_backward']:.0f} |"
+         for r in res["lstm"]])
 
 
 def _inference_section(res: dict) -> list[str]:
-    out = [
-        "",
-        "## Inference of meSimp-simplified MNIST models",
-        "",
+    return _section(
+        "Inference of meSimp-simplified MNIST models",
         "Measured in this run (`experiments.measure_inference`, 1 thread, `torch.no_grad`, plain "
         "`nn.Sequential` exports): each saved meSimp model of `data/results/mesimp_mnist` against a "
         "784-500-500-10 network, interleaved A-B-B-A in one process, median of the per-round ratios; batch 1 "
         "= the first 1,000 test images one at a time, batch 1000 = all 10,000 test images (ms per pass "
         "over them). The limit is 1 / parameter ratio.",
-        "",
         "| model | hidden widths | parameter ratio | batch | original ms | simplified ms | speedup | limit |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for r in res["inference"]:
-        out.append(f"| {r['model']} | {r['widths']} | {r['param_ratio']:.3f} | {r['batch']} | "
-                   f"{r['original_ms']:.1f} | {r['simplified_ms']:.1f} | **{r['speedup']:.2f}x** | "
-                   f"{r['limit']:.2f} |")
-    return out
+        [f"| {r['model']} | {r['widths']} | {r['param_ratio']:.3f} | {r['batch']} | {r['original_ms']:.1f} | "
+         f"{r['simplified_ms']:.1f} | **{r['speedup']:.2f}x** | {r['limit']:.2f} |" for r in res["inference"]])
 
 
 def to_markdown(res: dict) -> str:
