@@ -18,7 +18,7 @@ from .tasks.mnist import INITS
 from .validate import (MAX_SIZE, SEED_MAX, check_bool, check_choice, check_device, check_float, check_int, check_sizes,
                        plain_number, refuse)
 
-__all__ = ["AUTHORS", "AUTHORS_MESIMP", "KINDS", "METHODS", "OPTIMIZERS", "TrainConfig", "option", "spec",
+__all__ = ["AUTHORS", "AUTHORS_MESIMP", "KINDS", "METHODS", "OPTIMIZERS", "TrainConfig", "option",
            "stored_config"]
 
 METHODS = ("dense", "meprop", "random", "mesimp", "meact")
@@ -65,11 +65,6 @@ def option(default, help: str, kind: str, *, choices=None, lo=None, hi=None, lo_
         hi = MAX_SIZE  # widths and counts: the kernels index with 32-bit ints
     return field(default=default, metadata=dict(help=help, kind=kind, choices=choices, lo=lo, hi=hi,
                                                 lo_open=lo_open, hi_open=hi_open, optional=optional))
-
-
-def spec(f) -> dict:
-    """The declaration of a ``TrainConfig`` field (``dataclasses.Field``): help, kind, choices, bounds."""
-    return f.metadata
 
 
 @dataclass
