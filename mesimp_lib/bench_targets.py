@@ -1,7 +1,7 @@
 """Issue 16's speed targets: four layer shapes, each against dense ``nn.Linear`` (the ratio), its FLOP
 limit and a naive masked top-k backward written in plain PyTorch (the baseline a reader would write first).
 
-Measured as ``bench.bench_layer`` measures (one process, A-B-B-A, median of per-round ratios, backward
+Measured as ``bench_cases.bench_layer`` measures (one process, A-B-B-A, median of per-round ratios, backward
 alone via ``torch.autograd.grad`` on a graph built once, 1 thread), with the correctness check of the
 same run: the layer's input and weight gradients against the naive masked backward's.
 """
@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .bench_timing import abba
 from .meprop import MePropLinear, select_per_example, select_unified
 
 __all__ = ["TARGETS", "bench_target", "masked_linear", "run_targets", "targets_markdown", "topk_mask"]
@@ -61,8 +62,6 @@ def bench_target(batch: int, n_in: int, n_out: int, k: int, mode: str, options: 
                  seed: int = 0) -> dict:
     """One target row: dense ``nn.Linear`` vs ``MePropLinear(n_in, n_out, k=k, mode=mode, **options)`` vs the
     naive masked backward, all with a bias, gradients w.r.t. the input, weight and bias."""
-    from .bench import _abba
-
     torch.set_num_threads(1)
     gen = torch.Generator().manual_seed(seed)
     x = torch.randn(batch, n_in, generator=gen, requires_grad=True)
@@ -77,8 +76,8 @@ def bench_target(batch: int, n_in: int, n_out: int, k: int, mode: str, options: 
         return lambda: torch.autograd.grad(y, (x, *params), g, retain_graph=True)
 
     run_layer = grads(y_layer, (layer.weight, layer.bias))
-    ratio, td, ts, rounds = _abba(grads(y_dense, (w, b)), run_layer, 7, scale)
-    vs_masked, tm, _, _ = _abba(grads(y_masked, (w, b)), run_layer, 7, scale)
+    ratio, td, ts, rounds = abba(grads(y_dense, (w, b)), run_layer, 7, scale)
+    vs_masked, tm, _, _ = abba(grads(y_masked, (w, b)), run_layer, 7, scale)
     ref = torch.autograd.grad(y_masked, (x, w, b), g, retain_graph=True)
     got = [t.to_dense() if t.is_sparse else t for t in run_layer()]
     ok = all(torch.allclose(a, r, rtol=1e-4, atol=1e-4) for a, r in zip(got, ref))

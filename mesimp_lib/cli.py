@@ -9,77 +9,11 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from dataclasses import MISSING, fields
+from dataclasses import fields
 
 from .children import die_with_parent
-from .meact import STATISTICS
-from .meprop import KERNELS, MODES, WEIGHT_GRADS
-from .mesimp import REALISATIONS, RECORDS, RESETS
-from .tasks.mnist import INITS
-from .training import ACTIVATIONS, LOSS_REDUCTIONS, METHODS, OPTIMIZERS, TAGSETS, TASKS, TrainConfig
-from .validate import SEED_MAX, check_device, check_float, check_int
-
-HELP = {
-    "task": "data set and model: mnist (MLP), pos (BiLSTM POS tagger on UD English EWT), parse (Chen & Manning "
-            "dependency parser on UD English EWT)",
-    "method": "dense, meprop (top-k backprop), random (random-k backprop), mesimp (top-k + pruning) or meact "
-              "(active paths, MNIST only)",
-    "k": "gradient entries kept per example: an int, a fraction of the width in (0, 1], or none",
-    "mode": "meprop top-k selection: per_example (the paper) or unified (one set per batch); random is what "
-            "--method random uses",
-    "rescale": "random-k only: multiply kept entries by width/k (not in the paper)",
-    "k_out": "meProp on the output layer too (default none = dense, as the papers)",
-    "hidden": "hidden width",
-    "layers": "number of hidden layers",
-    "dropout": "dropout rate after every hidden activation",
-    "optimizer": "adam or adagrad (unmodified, as the paper), sgd, or lazy_adam / lazy_sgd (update only rows "
-                 "with a gradient: NOT the paper's optimizer; on pos / parse the embeddings then get row-sparse "
-                 "gradients, so only the rows looked up move)",
-    "lr": "learning rate (default 1e-3 for adam and lazy_adam, 1e-2 for adagrad, 0.1 for sgd and lazy_sgd)",
-    "epochs": "training epochs",
-    "batch_size": "mini-batch size (paper C#: 10, authors' PyTorch: 50)",
-    "evals_per_epoch": "dev/test evaluations per epoch",
-    "grad_clip": "element-wise gradient clip value (none = off)",
-    "init": "weights: default (nn.Linear), csharp (authors' C#: W ~ N(0, sqrt(6/(fan_in+fan_out))), bias 0) or "
-            "pytorch_old (authors' old PyTorch: W, b ~ U(+-1/sqrt(fan_out)))",
-    "loss_reduction": "mean, or sum (gradient summed over the mini-batch as the authors' C#; so --grad-clip acts on "
-                      "the summed gradient; the reported loss stays a mean)",
-    "authors": "the authors' C# configuration: --init csharp --loss-reduction sum --grad-clip 5 --optimizer adam "
-               "--lr 0.001 --evals-per-epoch 8, and for mesimp --batch-size 100 --k 160 --prune-rate 0.1 "
-               "--cycle-epochs 5 --prunes-per-epoch 8 --reset authors --count-zero-hits; a flag given with another "
-               "value than its plain default wins",
-    "seed": "random seed (init, shuffling, dropout, random-k)",
-    "threads": "torch threads (1 = reproducible digits)",
-    "train_limit": "use only the first N training images (quick runs)",
-    "weight_grad": "how meProp hands dW to the optimizer, always through autograd: dense (default, any optimizer), "
-                   "sparse (row-sparse; sgd / lazy_adam / lazy_sgd only; fastest with lazy_adam; not under DDP)",
-    "kernel": "meProp backward: torch (pure PyTorch), fused (native C++ kernels, built on first use; error if "
-              "they cannot be built), auto (fused when available, logged) or native (the whole layer "
-              "as a C++ autograd function, the whole MLP as one; needs --weight-grad sparse or dense)",
-    "rows_every": "measure weight rows really changed every N steps (0 = never)",
-    "device": "cpu or cuda",
-    "prune_rate": "meSimp: remove unit j if hits[j] < floor(prune_rate * seen)",
-    "cycle_epochs": "meSimp: epochs per cycle (even cycles prune, odd cycles only train)",
-    "prunes_per_epoch": "meSimp: prune steps per epoch in a pruning cycle",
-    "realisation": "meSimp: physical (delete rows/columns) or mask (hold removed units at zero)",
-    "reset": "meSimp: optimizer at each cycle start: fresh or moments (zero moments, keep step); or authors (zero "
-             "moments, keep step, after each of the prunes-per-epoch parts of the last epoch of every cycle, as the C#)",
-    "record": "meSimp: count hits per_example or unified",
-    "count_zero_hits": "meSimp: also count the zero-gradient fillers the authors' C# top-k heap keeps in rows with "
-                       "fewer than k non-zeros (their record did)",
-    "min_units": "meSimp: never prune a layer below this many units",
-    "meact_start_epoch": "meAct (reconstruction): epochs of normal training before active paths are used",
-    "meact_threshold": "meAct: inactive if S[e,j]/sum S[e,:] < threshold/width (statistic share)",
-    "meact_statistic": "meAct: share or max_ratio",
-    "tagset": "pos: upos (universal tags) or xpos (Penn Treebank tags)",
-    "embed_dim": "pos/parse: word embedding size (none = pos 100, parse 50)",
-    "min_count": "pos/parse: training words seen fewer times become <unk>",
-    "activation": "parse: hidden activation cube (Chen & Manning) or relu (none = cube)",
-}
-CHOICES = {"method": METHODS, "optimizer": OPTIMIZERS, "mode": MODES, "weight_grad": WEIGHT_GRADS, "kernel": KERNELS,
-           "task": TASKS, "tagset": TAGSETS, "activation": ACTIVATIONS, "realisation": REALISATIONS,
-           "reset": RESETS, "record": RECORDS, "meact_statistic": STATISTICS, "init": INITS,
-           "loss_reduction": LOSS_REDUCTIONS}
+from .config import TrainConfig
+from .validate import SEED_MAX, check_choice, check_device, check_float, check_int
 
 
 class _Parser(argparse.ArgumentParser):
@@ -151,27 +85,34 @@ def _seed_list(text: str) -> list[int]:
     return [check(t) for t in text.split(",")]
 
 
+def _flag_type(f):
+    """The argparse type of a config field, from its declared kind (``config.KINDS``); None: the text as is."""
+    kind, optional = f.metadata["kind"], f.metadata["optional"]
+    if kind in ("int", "float"):
+        parse = int if kind == "int" else float
+        return _number_or_none(parse) if optional else parse
+    return {"k": _k_value, "sizes": _widths}.get(kind)
+
+
 def _add_config_flags(p: argparse.ArgumentParser) -> None:
+    """One flag per ``TrainConfig`` field, generated from its declaration (help, kind, choices, default)."""
     for f in fields(TrainConfig):
         flag = "--" + f.name.replace("_", "-")
-        default = f.default if f.default is not MISSING else None
-        kw = {"dest": f.name, "default": default, "help": HELP.get(f.name, "")}
-        ann = str(f.type)
-        if ann == "bool":
+        kw = {"dest": f.name, "default": f.default, "help": f.metadata["help"]}
+        if f.metadata["kind"] == "bool":
             p.add_argument(flag, action="store_true", **kw)
             continue
-        if f.name in ("k", "k_out"):
-            kw["type"] = _k_value
-        elif f.name == "hidden":
-            kw["type"] = _widths
-        elif ann.startswith("int"):
-            kw["type"] = _number_or_none(int) if "None" in ann else int
-        elif ann.startswith("float"):
-            kw["type"] = _number_or_none(float) if "None" in ann else float
-        if f.name in CHOICES:
-            kw["choices"] = CHOICES[f.name]
-        kw["help"] += f" (default: {default})"
+        if _flag_type(f) is not None:
+            kw["type"] = _flag_type(f)
+        if f.metadata["choices"]:
+            kw["choices"] = f.metadata["choices"]
+        kw["help"] += f" (default: {'none' if f.default is None else f.default})"
         p.add_argument(flag, **kw)
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """The ``TrainConfig`` of parsed ``train`` arguments (raises the config's error for a bad value)."""
+    return TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig)})
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -269,9 +210,11 @@ def _experiment(args, experiments) -> int:
     """``experiment SUITE``: run (or ``--verify``) a suite; bad names exit 2, failed runs exit 1."""
     known = [*experiments.SUITES, "mesimp_inference", "widgets"]
     trained = list(experiments.SUITES) if args.verify else known  # --verify re-trains: training suites only
-    if args.suite != "all" and args.suite not in trained:
-        print(f"python -m mesimp_lib experiment: error: argument suite: {args.suite!r} is not allowed"
-              f"{' with --verify' if args.verify else ''}; allowed: all, {', '.join(trained)}", file=sys.stderr)
+    try:
+        check_choice("suite", args.suite, ["all", *trained])
+    except ValueError as e:
+        print(f"python -m mesimp_lib experiment: error: argument suite: {e}"
+              f"{' (--verify re-trains: the training suites only)' if args.verify else ''}", file=sys.stderr)
         return 2
     suites = [s for s in experiments.ALL if s in trained] if args.suite == "all" else [args.suite]
     if args.verify:
@@ -309,9 +252,8 @@ def _outputs_writable(command: str, *flags: tuple[str, str | None]) -> bool:
 def _train(args) -> int:
     from .training import train
 
-    cfg = {f.name: getattr(args, f.name) for f in fields(TrainConfig)}
     try:
-        config = TrainConfig(**cfg)
+        config = config_from_args(args)
     except ValueError as e:
         name = getattr(e, "name", None)
         flag = f"argument --{name.split('[')[0].replace('_', '-')}: " if name else ""

@@ -9,17 +9,18 @@ mini-batch 50 as the authors' PyTorch code, seeds 1-3):
     meact           meAct (a reconstruction) against the same-seed baseline
     quick           a few entries on 2,000 images, for `make results-quick` and a test
 
-Each suite is a dict name -> TrainConfig; ``experiments.run_suite`` runs the missing ones.
+Each suite is a function giving a dict name -> TrainConfig (registered in ``suites.SUITES``);
+``experiments.run_suite`` runs the missing ones, ``tables_grid`` makes their tables.
 """
 
 from __future__ import annotations
 
 import statistics
 
-from .results import read_json
-from .training import TrainConfig
+from .config import TrainConfig
+from .results import read_json, results_dir
 
-__all__ = ["GRID_SUITES", "GRID_TABLES", "KS", "SHOWN_INSIDE"]
+__all__ = ["DROPOUTS", "DROPOUT_KS", "GRID_SUITES", "KS", "SEEDS", "best_dropout", "quick_runs"]
 
 SEEDS = (1, 2, 3)
 KS = (5, 10, 20, 40, 80, 160)
@@ -50,8 +51,6 @@ def _dropout() -> dict[str, TrainConfig]:
 
 def best_dropout() -> float | None:
     """The dropout rate with the best mean dev accuracy of the dense baseline (None if not run)."""
-    from .experiments import results_dir
-
     means = {}
     for p in DROPOUTS:
         files = [results_dir("dropout") / f"dense-p{p}-s{s}.json" for s in SEEDS]
@@ -78,7 +77,8 @@ def _meact() -> dict[str, TrainConfig]:
     return runs
 
 
-def _quick() -> dict[str, TrainConfig]:
+def quick_runs() -> dict[str, TrainConfig]:
+    """The `quick` suite: a few entries on 2,000 images (`make results-quick` re-computes them)."""
     return {
         "dense": TrainConfig(method="dense", seed=1, **QUICK),
         "topk-k20": TrainConfig(method="meprop", k=20, seed=1, **QUICK),
@@ -93,106 +93,4 @@ GRID_SUITES = {
     "dropout": _dropout,
     "dropout_meprop": _dropout_meprop,
     "meact": _meact,
-}
-
-# ----------------------------------------------------------------------------- tables
-
-# the paper's figure (MNIST, Adam), read off the plot, approximate; keyed by k (k/500)
-PAPER_FIGURE = {
-    "topk": {5: 96.0, 20: 98.0, 40: 98.1, 80: 98.15, 160: 98.0},
-    "random": {5: 86.8, 10: 90.5, 20: 92.2, 40: 94.1, 80: 96.0},
-    "dense_h": {5: 90.7, 10: 94.1, 20: 96.4, 40: 97.1},
-}
-
-
-def _acc(suite: str, name: str) -> list[float]:
-    from .experiments import results_dir
-
-    out = []
-    for s in SEEDS:
-        f = results_dir(suite) / f"{name}-s{s}.json"
-        if f.exists():
-            out.append(100 * read_json(f)["test_acc"])
-    return out
-
-
-def _cell(values: list[float], paper: float | None = None) -> str:
-    if not values:
-        return "-"
-    sd = statistics.stdev(values) if len(values) > 1 else 0.0
-    s = f"{statistics.mean(values):.2f} ± {sd:.2f} (n={len(values)})"
-    return s + (f" [paper ~{paper}]" if paper is not None else "")
-
-
-def table_claims(*_) -> list[str]:
-    lines = [
-        "| k (k/500) | meProp top-k | random-k (unscaled) | random-k rescaled | dense MLP h = k |",
-        "|---|---|---|---|---|",
-    ]
-    for k in KS:
-        lines.append(
-            f"| {k} ({100 * k / 500:g}%) | {_cell(_acc('k_grid', f'topk-k{k}'), PAPER_FIGURE['topk'].get(k))} | "
-            f"{_cell(_acc('k_grid', f'random-k{k}'), PAPER_FIGURE['random'].get(k))} | "
-            f"{_cell(_acc('k_grid', f'random-rescaled-k{k}'))} | "
-            f"{_cell(_acc('dense_h_k', f'dense-h{k}'), PAPER_FIGURE['dense_h'].get(k))} |"
-        )
-    lines.append(f"| dense (500) | {_cell(_acc('k_grid', 'dense'), 97.82)} | | | |")
-    return lines + [
-        "",
-        "Test accuracy (%) at the best dev point, mean ± sd over seeds; `[paper ~x]` = the paper's figure "
-        "(batch 10, C#), read off the plot. Ours: mini-batch 50, PyTorch, dev evaluated twice per epoch.",
-    ]
-
-
-def table_dropout(*_) -> list[str]:
-    lines = ["| run | test acc % | best dev % |", "|---|---|---|"]
-    from .experiments import results_dir
-
-    def dev(suite, name):
-        return [100 * read_json(results_dir(suite) / f"{name}-s{s}.json")["best_dev_acc"]
-                for s in SEEDS if (results_dir(suite) / f"{name}-s{s}.json").exists()]
-
-    for p in DROPOUTS:
-        lines.append(f"| dense, dropout {p} | {_cell(_acc('dropout', f'dense-p{p}'))} | {_cell(dev('dropout', f'dense-p{p}'))} |")
-    best = best_dropout()
-    if best is not None:
-        for k in DROPOUT_KS:
-            name = f"meprop-k{k}-p{best}"
-            lines.append(f"| meProp k={k}, dropout {best} (best for dense) | {_cell(_acc('dropout_meprop', name))} | "
-                         f"{_cell(dev('dropout_meprop', name))} |")
-    return lines + ["", "Paper (Table 4, MNIST): dense with dropout 0.2: 98.09; meProp k=25 with dropout 0.2: 98.32."]
-
-
-def table_meact(*_) -> list[str]:
-    from .experiments import results_dir
-
-    lines = [
-        "| run | seed | test acc % | active units / example (layer 1, 2) | mean abs update per step, before / after epoch 5 |",
-        "|---|---|---|---|---|",
-    ]
-    for s in SEEDS:
-        for name in ("baseline", "meact"):
-            f = results_dir("meact") / f"{name}-s{s}.json"
-            if not f.exists():
-                continue
-            r = read_json(f)
-            samples = r["updates"]["samples"]
-            before = [u["mean_abs_update"] for u in samples if u["epoch"] < 5]
-            after = [u["mean_abs_update"] for u in samples if u["epoch"] >= 5]
-            act = r.get("meact", {}).get("active_units_per_example") or ["500 (all)", "500 (all)"]
-            lines.append(
-                f"| {name} | {s} | {100 * r['test_acc']:.2f} | {act[0]}, {act[1]} | "
-                f"{statistics.mean(before):.2e} / {statistics.mean(after):.2e} |"
-            )
-    return lines + ["", "meAct is a reconstruction from the paper's text (the authors released no code for it); "
-                    "threshold 1.0 on the share statistic, start epoch 5."]
-
-
-# suites with no table of their own: their rows are shown inside another suite's table (suite, which rows)
-SHOWN_INSIDE = {"dense_h_k": ("k_grid", "the dense h=k rows"), "dropout_meprop": ("dropout", "the meProp rows")}
-GRID_TABLES = {
-    "k_grid": table_claims,
-    "dropout": table_dropout,
-    "meact": table_meact,
-    **dict.fromkeys(SHOWN_INSIDE),
 }

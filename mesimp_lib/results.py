@@ -1,4 +1,5 @@
-"""Writing results: atomic JSON files and the provenance stored beside every number."""
+"""Results: atomic JSON files, the provenance stored beside every number, and where the stored suites live
+(``results_dir``, ``load_groups``: read by the suite definitions, the runner and the tables)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import json
 import math
 import os
 import platform
+import re
 import shlex
 import statistics
 import subprocess
@@ -15,8 +17,29 @@ from pathlib import Path
 import torch
 
 from .files import write_atomic
+from .tasks.mnist import data_root
 
-__all__ = ["environment", "finite_or_none", "git_commit", "mean_sd", "read_json", "write_json_atomic"]
+__all__ = ["environment", "final_widths", "finite_or_none", "git_commit", "load_groups", "mean_sd", "read_json",
+           "results_dir", "write_json_atomic"]
+
+
+def results_dir(suite: str) -> Path:
+    """The folder of a stored suite's result files: ``data/results/<suite>``."""
+    return data_root() / "results" / suite
+
+
+def load_groups(suite: str) -> dict[str, list[dict]]:
+    """A stored suite's results grouped by run name without its seed (``dense-s1``, ``dense-s2`` -> ``dense``)."""
+    groups: dict[str, list[dict]] = {}
+    restore = f"python -m mesimp_lib experiment {suite}"
+    for f in sorted(results_dir(suite).glob("*.json")):
+        groups.setdefault(re.sub(r"-s\d+$", "", f.stem), []).append(read_json(f, restore))
+    return groups
+
+
+def final_widths(r: dict) -> list[int]:
+    """A stored run's hidden widths at its end (after meSimp's prunes; the starting widths otherwise)."""
+    return r.get("final_widths") or r["widths"]
 
 
 def write_json_atomic(path: str | Path, obj) -> Path:

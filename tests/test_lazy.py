@@ -191,10 +191,11 @@ def test_native_lazy_adam_step_reads_gradients_itself():
 def test_kernel_config_field_keeps_old_results_equal():
     from mesimp_lib.experiments import _same_config
 
-    cfg = TrainConfig(epochs=1)
+    cfg = TrainConfig(epochs=1, kernel="torch")
     old = {k: v for k, v in cfg.__dict__.items() if k != "kernel"}  # a stored config from before the field
-    assert _same_config(old, cfg)
-    assert "--kernel" not in cfg.to_cli()
+    assert _same_config(old, cfg)  # made with the PyTorch backward, the only one then
+    assert not _same_config(old, TrainConfig(epochs=1))  # the default "auto" would compute other digits
+    assert "--kernel" not in TrainConfig(epochs=1).to_cli() and "--kernel torch" in cfg.to_cli()
     assert "--kernel fused" in TrainConfig(kernel="fused").to_cli()
     with pytest.raises(ValueError, match="kernel='cuda'"):
         TrainConfig(kernel="cuda")

@@ -35,7 +35,7 @@ def check_exercise_1(model, counted: int | None) -> Feedback:
 def check_exercise_2(best_rate: float | None, meprop_helps: bool | None) -> Feedback:
     """Exercise 2: the dropout rate that won on dev in the stored table, and your answer to "is meProp's test
     accuracy at that rate above the dense one by more than the spread?" (read from ``data/results``)."""
-    from ..experiments import _load_groups
+    from ..results import load_groups as _load_groups
 
     fb = Feedback("04, exercise 2")
     if unanswered(fb, best_rate, "best_rate (a dropout rate from the table)"):
