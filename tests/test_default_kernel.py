@@ -8,8 +8,8 @@ import torch
 
 from mesimp_lib import MePropLinear
 from mesimp_lib import fused as fused_mod
-from mesimp_lib.experiments import OWN_KERNEL, SUITES
-from mesimp_lib.training import TrainConfig
+from mesimp_lib.suites import OWN_KERNEL, SUITES
+from mesimp_lib.config import TrainConfig
 
 needs_kernels = pytest.mark.skipif(fused_mod.kernels() is None, reason="native kernels unavailable here")
 
