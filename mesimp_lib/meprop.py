@@ -411,10 +411,14 @@ def _dense_native(g, x, weight, plan, need, stats) -> _Grads:
 def _unified_torch(g, x, weight, plan, need, stats) -> _Grads:
     """One top-k set for the batch: two small dense products over the selected columns."""
     need_x, need_w, need_b = need
-    idx = select_unified(g, plan.k)  # (k,)
+    idx = select_unified(g, plan.k)  # (k,) in top-k order
     gk = g.index_select(1, idx)  # (N, k)
+    vals, rows = gk.t() @ x if need_w else None, idx  # (k, in)
+    if need_w and plan.weight_grad == "sparse":  # rows ascending, as the kernels': the sparse gradient is coalesced
+        rows, order = idx.sort()
+        vals = vals.index_select(0, order)
     return _Grads(gk @ weight.index_select(0, idx) if need_x else None, _bias_sum(g, plan, idx) if need_b else None,
-                  gk.t() @ x if need_w else None, idx, idx=idx, touched=plan.k, computed=plan.k)
+                  vals, rows, idx=idx, touched=plan.k, computed=plan.k)
 
 
 def _unified_native(g, x, weight, plan, need, stats) -> _Grads:
@@ -493,7 +497,7 @@ def _weight_grad(r: _Grads, plan: _Plan, weight: torch.Tensor) -> torch.Tensor |
     if plan.weight_grad == "dense":
         return r.vals if r.rows is None else r.vals.new_zeros(weight.shape).index_copy_(0, r.rows, r.vals)
     rows = r.rows if r.rows is not None else torch.arange(weight.shape[0], device=r.vals.device)
-    # rows are unique (a top-k set or a union): coalesced by construction
+    # rows ascending and unique (a sorted top-k set or a union) in every kernel: coalesced by construction
     return torch.sparse_coo_tensor(rows.unsqueeze(0), r.vals, weight.shape, check_invariants=False, is_coalesced=True)
 
 
