@@ -1,4 +1,4 @@
-"""Lazy optimizers: update only the weight rows that received a gradient.
+"""Lazy optimizers: update only the weight rows that received a gradient. Taught in notebook 09 (speed).
 
 **A departure from the papers**, which use unmodified optimizers. With meProp only a few rows
 of each weight matrix get a gradient per step, but a standard Adam step still reads and writes
