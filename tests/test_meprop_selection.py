@@ -47,21 +47,25 @@ def test_hit_mask_of_a_dense_backward_and_of_the_heap():
     assert torch.equal(hit_mask(g, top, False, heap=(4, 12, None)), hit_mask(g, top))  # heap only with zero hits
 
 
+def _native_available():
+    from mesimp_lib.fused import kernels
+
+    return kernels() is not None
+
+
+@pytest.mark.parametrize("kernel", ["torch", "fused", "native"])
 @pytest.mark.parametrize("count_zero_hits", [False, True])
 @pytest.mark.parametrize("mode", ["per_example", "unified", "random"])
-def test_layer_counts_are_hit_mask_sums(mode, count_zero_hits):
-    layer = MePropLinear(5, 12, 4, mode, kernel="torch", count_zero_hits=count_zero_hits)
+def test_layer_counts_are_hit_mask_sums(mode, count_zero_hits, kernel):
+    """The record of every kernel (the C++ ones count in the kernel) is the hit rule summed over the batch."""
+    if kernel != "torch" and not _native_available():
+        pytest.skip("native kernels cannot be built here")
+    layer = MePropLinear(5, 12, 4, mode, kernel=kernel, count_zero_hits=count_zero_hits)
     g = relu_gradient(seed=3).float()
     layer(torch.randn(7, 5)).backward(g)
     heap = (4, 12, None) if mode == "per_example" else None
     expected = hit_mask(g, layer.stats.last_indices, count_zero_hits, heap).sum(0)
     assert torch.equal(layer.stats.counts, expected)
-
-
-def _native_available():
-    from mesimp_lib.fused import kernels
-
-    return kernels() is not None
 
 
 @pytest.mark.skipif(not _native_available(), reason="native kernels cannot be built here")
