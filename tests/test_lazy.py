@@ -199,3 +199,40 @@ def test_kernel_config_field_keeps_old_results_equal():
     assert "--kernel fused" in TrainConfig(kernel="fused").to_cli()
     with pytest.raises(ValueError, match="kernel='cuda'"):
         TrainConfig(kernel="cuda")
+
+
+@pytest.mark.parametrize("native", [False, None])
+@pytest.mark.parametrize("kernel", ["torch", "fused", "native"])
+@pytest.mark.parametrize("mode", ["per_example", "unified", "random"])
+def test_lazy_adam_takes_the_layers_sorted_rows_as_coalesced_without_sorting(mode, kernel, native):
+    """Every kernel hands over sorted unique rows; autograd's accumulation drops the is_coalesced flag, LazyAdam sets
+    it again without sorting (the same tensor stays p.grad), and the step equals the one on the same gradient's
+    values handed over uncoalesced (rows reversed, so the optimizer has to sort them)."""
+    if kernel != "torch" and not _native_available():
+        pytest.skip("native kernels cannot be built here")
+    torch.manual_seed(0)
+    layer = MePropLinear(8, 20, 3, mode, kernel=kernel, weight_grad="sparse")
+    x, _ = batch(0)
+    layer(x).pow(2).sum().backward()
+    grad = layer.weight.grad
+    rows = grad._indices()[0]
+    assert bool((rows[1:] > rows[:-1]).all())  # ascending and unique: really coalesced
+    twin = nn.Parameter(layer.weight.detach().clone())
+    twin.grad = torch.sparse_coo_tensor(grad._indices().flip(1), grad._values().flip(0), grad.shape,
+                                        check_invariants=True)
+    assert not twin.grad.is_coalesced()
+    opt = LazyAdam([layer.weight], lr=1e-2, native=native)
+    ref = LazyAdam([twin], lr=1e-2, native=native)
+    opt.step()
+    ref.step()
+    assert layer.weight.grad is grad and grad.is_coalesced()  # marked, not rebuilt by a sort
+    assert twin.grad.is_coalesced() and torch.equal(twin.grad._indices(), grad._indices())
+    assert torch.equal(layer.weight.detach(), twin.detach())
+    assert torch.equal(opt.state[layer.weight]["exp_avg_sq"], ref.state[twin]["exp_avg_sq"])
+
+
+def test_the_layer_plants_nothing_on_its_weight():
+    """The optimizer reads the rows from the row-sparse gradient itself: backward sets no attribute on the weight."""
+    layer = MePropLinear(8, 20, 3, weight_grad="sparse")
+    layer(batch(0)[0]).sum().backward()
+    assert vars(layer.weight) == {} and grad_rows(layer.weight) is not None

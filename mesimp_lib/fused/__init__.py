@@ -1,4 +1,4 @@
-"""Fused native meProp backward kernels, compiled on first use.
+"""Fused native meProp backward kernels, compiled on first use. Taught in notebook 09 (speed).
 
 ``kernels()`` returns the compiled extension, or None when it cannot be built here (no C++
 compiler or ninja, a non-CPU build...); the pure-PyTorch path in ``meprop.py`` is then used. One

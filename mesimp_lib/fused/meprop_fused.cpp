@@ -773,9 +773,20 @@ void adam_param_step(torch::Tensor p, const torch::Tensor& g, torch::Tensor m, t
   adam_step({p}, {vals}, {rows}, {m}, {v}, {double(*st)}, lr, beta1, beta2, eps);
 }
 
+// Whether a sparse gradient is row-sparse with strictly ascending row indices: exactly what coalesced means for
+// it (the rule of lazy._coalesced, one comparison per row instead of a sort).
+bool rows_ascending(const torch::Tensor& g) {
+  if (g.sparse_dim() != 1) return false;
+  const torch::Tensor r = g._indices().select(0, 0).contiguous();
+  const int64_t* rp = r.data_ptr<int64_t>();
+  for (int64_t t = 1; t < r.numel(); ++t)
+    if (rp[t] <= rp[t - 1]) return false;
+  return true;
+}
+
 // LazyAdam's whole step in one call: for every parameter with a gradient, step += 1 (its float32 step tensor,
-// as torch.optim.Adam keeps it), then the row-lazy update of adam_step for a row-sparse gradient (coalesced
-// here first when it is not, and p.grad replaced by the coalesced one, as the Python path does) or the dense
+// as torch.optim.Adam keeps it), then the row-lazy update of adam_step for a row-sparse gradient (ascending rows
+// marked coalesced, any other coalesced here and p.grad replaced by the coalesced one, as the Python path does) or the dense
 // update for a dense gradient. Returns false, having changed nothing, when a parameter is not a contiguous
 // CPU float32/float64 tensor (the caller then takes the PyTorch path).
 bool lazy_adam_step(std::vector<torch::Tensor> params, std::vector<torch::Tensor> exp_avgs,
@@ -804,8 +815,12 @@ bool lazy_adam_step(std::vector<torch::Tensor> params, std::vector<torch::Tensor
     torch::Tensor g = p.grad();
     if (!g.defined()) continue;
     if (g.is_sparse() && !g.is_coalesced()) {
-      g = g.coalesce();
-      p.mutable_grad() = g;
+      if (rows_ascending(g)) {
+        g._coalesced_(true);  // a meProp layer's sorted unique rows: autograd's accumulation dropped the flag
+      } else {
+        g = g.coalesce();
+        p.mutable_grad() = g;
+      }
     }
     adam_param_step(p, g, exp_avgs[i], exp_avg_sqs[i], steps[i], lr, beta1, beta2, eps);
   }
