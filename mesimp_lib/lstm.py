@@ -49,8 +49,8 @@ import torch
 from torch import nn
 
 from .lstm_function import CellHits, LSTMPlan, MePropLSTMFunction, forward_core, pack_index, select_kept
-from .meprop import KERNELS, MODES, MePropStats, TopKWidth, autocast_dtype, check_layer_flags, check_rescale, \
-    fused_applies, resolve_k
+from .meprop import (KERNELS, MODES, MePropStats, TopKWidth, autocast_dtype, check_layer_flags, check_rescale,
+                     fused_applies, resolve_k)
 from .mesimp import ActivityRecord, Simplifier
 from .units import LSTMCells, slice_param
 from .validate import check_choice, check_size

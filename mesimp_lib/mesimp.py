@@ -57,7 +57,9 @@ class ActivityRecord:
     """The meSimp record of one layer: ``hits[j]`` (examples whose top-k set held unit j)
     and ``seen`` (examples back-propagated), both since the last prune.
 
-    Attached to a ``MePropLinear`` as an observer, it is updated in backward.
+    Attached to its layer by a ``Simplifier``'s unit (``mesimp_lib.units``), it is updated in backward:
+    a ``MePropLinear`` calls ``observe`` (one example = one row of the batch), a ``MePropLSTM``
+    ``observe_cells`` (one example = one token; the units are memory cells).
 
     Args:
         width: units of the layer now.
