@@ -5,8 +5,9 @@ only the top-k entries of the output gradient; ``Simplifier`` deletes the hidden
 are seldom among them (meSimp). Each module's docstring states the method precisely.
 """
 
+from .checkpoint import load_model, save_model
 from .meprop import MODES, MePropLinear, MePropStats, meprop_linear, resolve_k
-from .mesimp import ActivityRecord, Simplifier, load_model, save_model
+from .mesimp import ActivityRecord, Simplifier
 from .tasks.mnist import MLP, load_mnist
 
 __version__ = "0.1.0"

@@ -2,6 +2,7 @@
 their weights, which ``load_model`` verifies, with every size in the file, BEFORE it allocates a model.
 
 A cut-short or damaged file raises a ``ValueError`` naming the file and how to re-create it.
+It needs the task's model (``tasks.mnist.MLP``), so it sits in the tasks layer, above the methods.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import torch
 from torch import nn
 
 from .files import load_torch, write_atomic
+from .tasks.mnist import MLP
 from .validate import ArgumentError, check_path, check_size, check_sizes
 
 __all__ = ["load_model", "save_model"]
@@ -56,7 +58,7 @@ def _read(path: Path) -> dict:
     """The checked payload: readable, the right format, sizes that agree with the tensors, checksum."""
     payload = load_torch(path, _RESTORE)
     if not isinstance(payload, dict) or payload.get("format") not in (FORMAT, "mesimp_lib.MLP/1"):
-        raise ValueError(f"{path} is not a mesimp_lib MLP checkpoint (saved with mesimp_lib.mesimp.save_model)")
+        raise ValueError(f"{path} is not a mesimp_lib MLP checkpoint (saved with mesimp_lib.save_model)")
     try:
         header = {"format": payload["format"], "in_features": check_size("in_features", payload["in_features"]),
                   "widths": check_sizes("widths", payload["widths"]),
@@ -83,8 +85,6 @@ def load_model(path: str | Path, model: nn.Module | None = None, **mlp_kwargs) -
     keyword arguments such as ``k`` go to ``MLP``). With ``model``, its shapes must match the
     checkpoint's; otherwise a ``ValueError`` says which. The file is verified first (readable,
     sizes consistent, checksum), so nothing is allocated from a damaged file."""
-    from .tasks.mnist import MLP
-
     payload = _read(check_path("path", path))
     if model is None:
         model = MLP(payload["in_features"], payload["widths"], out_features=payload["out_features"], **mlp_kwargs)

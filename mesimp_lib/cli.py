@@ -287,7 +287,7 @@ def _write_outputs(args, result: dict, model) -> int:
         if args.json:
             print(f"  wrote {write_json_atomic(args.json, result)}")
         if args.save_model:
-            from .mesimp import save_model
+            from .checkpoint import save_model
 
             extra = {"command": result["command"], "final_test_acc": result["final_test_acc"]}
             print(f"  saved the model to {save_model(model, args.save_model, extra=extra)}")

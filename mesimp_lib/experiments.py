@@ -174,7 +174,7 @@ def measure_inference(rounds: int = 15) -> list[dict]:
 
     import torch
 
-    from .mesimp import load_model
+    from .checkpoint import load_model
     from .tasks.mnist import MLP, accuracy, load_mnist
 
     torch.set_num_threads(1)

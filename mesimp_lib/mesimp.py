@@ -11,8 +11,10 @@ Importance -> selection -> action, as Torch-Pruning splits it:
                 the paper suggested this but did not implement it)
 
 The record is cleared only at a prune; removed units never come back; the output layer is
-never pruned. ``Simplifier`` ties it together for an ``MLP``; ``cycle_phase`` gives the
-authors' cycle schedule (even cycles prune, odd cycles train with the structure fixed).
+never pruned. ``Simplifier`` is the one prune loop, over per-layer units (``mesimp_lib.units``: the
+rows of an MLP's hidden ``MePropLinear`` layers, the cells of LSTM directions, ``lstm.LSTMSimplifier``);
+``cycle_phase`` gives the authors' cycle schedule (even cycles prune, odd cycles train with the
+structure fixed). Taught in notebooks/05_mesimp.ipynb (the LSTM's cells: 07_lstm_pos_tagging.ipynb).
 """
 
 from __future__ import annotations
@@ -22,8 +24,8 @@ import math
 import torch
 from torch import nn
 
-from .checkpoint import load_model, save_model  # noqa: F401 (re-exported: they live in checkpoint.py)
 from .meprop import MePropLinear, heap_fillers, heap_hits, select_per_example
+from .units import LinearUnits
 from .validate import check_bool, check_choice, check_device, check_float, check_int, check_size
 
 __all__ = [
@@ -34,9 +36,7 @@ __all__ = [
     "Simplifier",
     "authors_reset_now",
     "cycle_phase",
-    "load_model",
     "reset_optimizer_state",
-    "save_model",
 ]
 
 RECORDS = ("per_example", "unified")
@@ -57,7 +57,9 @@ class ActivityRecord:
     """The meSimp record of one layer: ``hits[j]`` (examples whose top-k set held unit j)
     and ``seen`` (examples back-propagated), both since the last prune.
 
-    Attached to a ``MePropLinear`` as an observer, it is updated in backward.
+    Attached to its layer by a ``Simplifier``'s unit (``mesimp_lib.units``), it is updated in backward:
+    a ``MePropLinear`` calls ``observe`` (one example = one row of the batch), a ``MePropLSTM``
+    ``observe_cells`` (one example = one token; the units are memory cells).
 
     Args:
         width: units of the layer now.
@@ -131,6 +133,24 @@ class ActivityRecord:
         fill = heap_fillers(g != 0, self.k, self.full_width, self.positions) if self.positions is not None else None
         return heap_hits(g, self.k, top, fill).to(self.hits.dtype)
 
+    def observe_cells(self, hits) -> None:
+        """Called by an ``MePropLSTM``'s backward with its ``lstm_function.CellHits``: every token is one
+        example; the cells it hit under this record's rule (count_zero_hits, the original k, width and
+        positions) count. The LSTM counts its selected sets (``record`` does not change that)."""
+        cells = hits.cells(self.count_zero_hits, self.k, self.full_width, self.positions)  # (N, h) bool
+        self.seen += cells.shape[0]
+        self.hits += cells.sum(0).to(self.hits.dtype)
+
+    def keep(self, idx: torch.Tensor) -> None:
+        """The layer kept only units ``idx`` (physically): their hits and original positions stay."""
+        self.positions = self.unit_ids[idx]
+        self.hits = self.hits[idx]
+
+    @property
+    def unit_ids(self) -> torch.Tensor:
+        """The original unit number of each current unit."""
+        return self.positions if self.positions is not None else torch.arange(self.width, device=self.hits.device)
+
     def threshold(self, prune_rate: float) -> int:
         """Units with fewer hits than this are removed: ``floor(prune_rate * seen)``."""
         return math.floor(check_float("prune_rate", prune_rate, 0.0, 1.0) * self.seen)
@@ -181,59 +201,27 @@ def reset_optimizer_state(optimizer: torch.optim.Optimizer) -> None:
                 v.zero_()
 
 
-def _slice_param(module: nn.Module, name: str, index: torch.Tensor, dim: int, optimizer) -> None:
-    """Keep ``index`` along ``dim`` of ``module.<name>``: a new, smaller Parameter replaces
-    the old one in the module *and* in the optimizer (its param group and its state, sliced
-    the same way: Adam's moments, AdaGrad's sums; the step count is kept).
-
-    A new Parameter object (rather than resizing ``.data``) is needed because autograd
-    caches a leaf's shape in its gradient accumulator."""
-    old = getattr(module, name)
-    old_len = old.shape[dim]
-    new = nn.Parameter(old.detach().index_select(dim, index).contiguous(), requires_grad=old.requires_grad)
-    setattr(module, name, new)
-    if optimizer is None:
-        return
-    for group in optimizer.param_groups:
-        group["params"] = [new if p is old else p for p in group["params"]]
-    state = optimizer.state.pop(old, None)
-    if state:
-        optimizer.state[new] = {
-            key: v.index_select(dim, index).contiguous()
-            if torch.is_tensor(v) and v.dim() == old.dim() and v.shape[dim] == old_len
-            else v
-            for key, v in state.items()
-        }
-
-
-def _zero_rows_state(param: nn.Parameter, rows: torch.Tensor, optimizer) -> None:
-    with torch.no_grad():
-        param.data.index_fill_(0, rows, 0.0)
-    if optimizer is None:
-        return
-    for key, v in optimizer.state.get(param, {}).items():
-        if key != "step" and torch.is_tensor(v) and v.dim() >= 1 and v.shape[0] == param.shape[0]:
-            v.index_fill_(0, rows, 0.0)
-
-
 class Simplifier:
-    """meSimp for an ``MLP`` (hidden ``MePropLinear`` layers, then ``output``).
+    """meSimp: one prune loop over per-layer units (importance -> selection -> action).
 
     Args:
-        model: an ``mesimp_lib.MLP`` (anything with ``.hidden`` layers and ``.output``).
+        model: an ``mesimp_lib.MLP`` (anything with ``.hidden`` ``MePropLinear`` layers and ``.output``:
+            each hidden layer's rows are units, the next layer's columns go with them), or a list of
+            units (``mesimp_lib.units``: ``LinearUnits``, ``LSTMCells``; ``lstm.LSTMSimplifier`` builds them).
         prune_rate: in [0, 1]; unit j is removed if ``hits[j] < floor(prune_rate * seen)``.
         realisation: "physical" (delete rows/columns, slice optimizer state) or "mask".
-        record, count_zero_hits: see ``ActivityRecord``.
+        record, count_zero_hits: see ``ActivityRecord`` (one per unit block, attached to its layer).
         min_units: a prune never leaves a layer with fewer units (default 1).
 
-    ``prune(optimizer)`` applies one prune step to every hidden layer and returns the event
+    ``prune(optimizer)`` applies one prune step to every unit block and returns the event
     (widths, removed counts, thresholds, which layers were held at ``min_units``).
-    ``unit_ids[l]`` maps the current rows of layer l to their original unit numbers.
+    ``unit_ids[l]`` maps the current units of block l to their original numbers; ``alive[l]`` says
+    which are in the model (read from the layer's mask: the layer holds it, nothing else).
     """
 
     def __init__(
         self,
-        model: nn.Module,
+        model,
         prune_rate: float = 0.1,
         realisation: str = "physical",
         record: str = "per_example",
@@ -243,77 +231,68 @@ class Simplifier:
         self.prune_rate, self.min_units = check_simplifier_args(prune_rate, realisation, record, count_zero_hits,
                                                                 min_units)
         self.realisation = realisation
-        self.model = model
-        self.layers: list[MePropLinear] = list(model.hidden)
-        self.next_layers: list[nn.Module] = list(model.hidden[1:]) + [model.output]
-        for layer in self.layers:
-            if not isinstance(layer, MePropLinear):
-                raise ValueError(f"meSimp needs MePropLinear hidden layers, got {type(layer).__name__}")
-        dev = self.layers[0].weight.device
-        self.records = [ActivityRecord(l.out_features, record, count_zero_hits, dev, l.k_effective) for l in self.layers]
-        self.unit_ids = [torch.arange(l.out_features, device=dev) for l in self.layers]
-        self.alive = [torch.ones(l.out_features, dtype=torch.bool, device=dev) for l in self.layers]
-        for layer, rec in zip(self.layers, self.records):
-            layer.hooks.observers.append(rec)
+        self.units = list(model) if isinstance(model, (list, tuple)) else mlp_units(model)
+        if not self.units:
+            raise ValueError("meSimp needs at least one layer of units to prune, got none")
+        self.records = [ActivityRecord(u.width, record, count_zero_hits, u.device, u.k) for u in self.units]
+        for unit, rec in zip(self.units, self.records):
+            unit.attach(rec)
         self.events: list[dict] = []
 
     @property
     def widths(self) -> list[int]:
-        """Units still in each hidden layer."""
-        return [int(a.sum()) for a in self.alive]
+        """Units still in each block."""
+        return [int(u.alive().sum()) for u in self.units]
+
+    @property
+    def alive(self) -> list[torch.Tensor]:
+        """bool (width,) per block: the units still in the model."""
+        return [u.alive() for u in self.units]
+
+    @property
+    def unit_ids(self) -> list[torch.Tensor]:
+        """The original unit numbers of each block's current units."""
+        return [rec.unit_ids for rec in self.records]
 
     def detach(self) -> None:
-        """Stop recording (removes the observers from the layers)."""
-        for layer, rec in zip(self.layers, self.records):
-            if rec in layer.hooks.observers:
-                layer.hooks.observers.remove(rec)
+        """Stop recording (removes the records from the layers)."""
+        for unit, rec in zip(self.units, self.records):
+            unit.detach(rec)
 
     def prune(self, optimizer: torch.optim.Optimizer | None = None) -> dict:
-        """One prune step on every hidden layer; clears the records."""
+        """One prune step on every unit block; clears the records."""
         event = {"widths_before": self.widths, "removed": [], "threshold": [], "seen": [], "kept_minimum": []}
-        for i, (layer, nxt, rec) in enumerate(zip(self.layers, self.next_layers, self.records)):
-            alive = self.alive[i] if self.realisation == "mask" else None
+        for i, (unit, rec) in enumerate(zip(self.units, self.records)):
+            alive = unit.alive() if self.realisation == "mask" else None
             keep, held = rec.keep_mask(self.prune_rate, self.min_units, alive)
             event["threshold"].append(rec.threshold(self.prune_rate))
             event["seen"].append(rec.seen)
             event["kept_minimum"].append(held)
-            if self.realisation == "physical":
-                removed = int((~keep).sum())
-                if removed:
-                    idx = keep.nonzero().squeeze(1)
-                    self._remove_physically(layer, nxt, idx, optimizer)
-                    self.unit_ids[i] = self.unit_ids[i][idx]
-                    self.alive[i] = torch.ones(idx.numel(), dtype=torch.bool, device=idx.device)
-                    self.records[i].hits = self.records[i].hits[idx]
-                    self.records[i].positions = self.unit_ids[i]
-            else:
-                newly = self.alive[i] & ~keep
-                removed = int(newly.sum())
-                self.alive[i] = keep.clone()
-                if removed:
-                    self._remove_masked(layer, newly.nonzero().squeeze(1), optimizer, self.alive[i])
-            event["removed"].append(removed)
+            offset = sum(u.width for u in self.units[:i] if u.next_layer is unit.next_layer)
+            dead = (~keep if alive is None else alive & ~keep).nonzero().squeeze(1)
+            if dead.numel() and self.realisation == "physical":
+                idx = keep.nonzero().squeeze(1)
+                unit.keep(idx, offset, optimizer)
+                rec.keep(idx)
+            elif dead.numel():
+                unit.mask(dead, keep, offset, optimizer)
+            event["removed"].append(dead.numel())
             rec.clear()
         event["widths"] = self.widths
         self.events.append(event)
         return event
 
-    @staticmethod
-    def _remove_physically(layer: MePropLinear, nxt: nn.Module, idx: torch.Tensor, optimizer) -> None:
-        _slice_param(layer, "weight", idx, 0, optimizer)
-        if layer.bias is not None:
-            _slice_param(layer, "bias", idx, 0, optimizer)
-        _slice_param(nxt, "weight", idx, 1, optimizer)
-
-    @staticmethod
-    def _remove_masked(layer: MePropLinear, rows: torch.Tensor, optimizer, alive: torch.Tensor) -> None:
-        _zero_rows_state(layer.weight, rows, optimizer)
-        if layer.bias is not None:
-            _zero_rows_state(layer.bias, rows, optimizer)
-        layer.hooks.grad_mask = alive.to(layer.weight.dtype)
-
     def __repr__(self) -> str:
         return (
-            f"Simplifier(prune_rate={self.prune_rate}, realisation={self.realisation}, "
+            f"{type(self).__name__}(prune_rate={self.prune_rate}, realisation={self.realisation}, "
             f"widths={self.widths}, prunes={len(self.events)})"
         )
+
+
+def mlp_units(model: nn.Module) -> list[LinearUnits]:
+    """The units of an ``MLP``: each hidden ``MePropLinear``'s rows, the next layer's columns with them."""
+    layers = list(model.hidden)
+    for layer in layers:
+        if not isinstance(layer, MePropLinear):
+            raise ValueError(f"meSimp needs MePropLinear hidden layers, got {type(layer).__name__}")
+    return [LinearUnits(layer, nxt) for layer, nxt in zip(layers, layers[1:] + [model.output])]

@@ -15,7 +15,7 @@ def test_nb05_prune_checks():
 
 def test_nb05_parameter_count_is_recomputed():
     from mesimp_lib.experiments import results_dir
-    from mesimp_lib.mesimp import load_model
+    from mesimp_lib.checkpoint import load_model
 
     m = load_model(results_dir("mesimp_mnist") / "mesimp-k160-s1.pt")
     n = sum(p.numel() for p in m.to_sequential().parameters())

@@ -19,7 +19,7 @@ import torch
 from mesimp_lib import cli, experiments, training
 from mesimp_lib.children import ChildGroup
 from mesimp_lib.files import check_output_path, write_atomic
-from mesimp_lib.mesimp import load_model, save_model
+from mesimp_lib.checkpoint import load_model, save_model
 from mesimp_lib.results import read_json, write_json_atomic
 from mesimp_lib.tasks.mnist import MLP, read_idx
 from mesimp_lib.tasks.ud import ConlluError, read_conllu

@@ -34,12 +34,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mesimp_lib import cli, training
+from mesimp_lib.checkpoint import load_model
 from mesimp_lib.lazy import LazyAdam, LazySGD
 from mesimp_lib.lstm import LSTMSimplifier, MePropLSTM
 from mesimp_lib.meact import MeAct
 from mesimp_lib.meprop import MePropLinear
 from mesimp_lib.mesimp import ActivityRecord, Simplifier
-from mesimp_lib.mesimp import load_model
 from mesimp_lib.tasks.mnist import MLP, load_mnist, read_idx
 from mesimp_lib.tasks.parser import ParserModel
 from mesimp_lib.tasks.pos import BiLSTMTagger

@@ -8,7 +8,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from mesimp_lib import MLP
-from mesimp_lib.mesimp import ActivityRecord, Simplifier, cycle_phase, load_model, reset_optimizer_state, save_model
+from mesimp_lib.checkpoint import load_model, save_model
+from mesimp_lib.mesimp import ActivityRecord, Simplifier, cycle_phase, reset_optimizer_state
 from mesimp_lib.training import TrainConfig, train
 
 torch.set_num_threads(1)

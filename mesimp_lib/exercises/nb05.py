@@ -39,7 +39,7 @@ def check_exercise_3(n_params: int, widths=None) -> Feedback:
     """``n_params``: your count of the exported model's parameters (``widths``: its widths,
     optional). The check loads the stored model itself and counts."""
     from ..experiments import results_dir
-    from ..mesimp import load_model
+    from ..checkpoint import load_model
 
     fb = Feedback("05 exercise 3")
     path = results_dir("mesimp_mnist") / "mesimp-k160-s1.pt"
