@@ -21,7 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
-from .meprop import _fused, heap_fillers, heap_selected
+from .meprop import _fused
+from .selection import hit_mask
 
 __all__ = ["CellHits", "LSTMPlan", "MePropLSTMFunction", "forward_core", "pack_index", "select_kept"]
 
@@ -125,14 +126,14 @@ class CellHits:
     A token hits cell j when its selection (the four gates merged) holds a row j, h+j, 2h+j or 3h+j with a
     non-zero gradient (any gradient with ``count_zero_hits``). With ``count_zero_hits`` in per-example mode
     (and in a dense backward) each gate's top-k is selected as the authors' C# heap selects
-    (``meprop.heap_selected``; the C# has no LSTM, so this is the MLP's rule applied per gate) with the
+    (``selection.hit_mask`` with the heap; the C# has no LSTM, so this is the MLP's rule applied per gate) with the
     heap's k over the ``width`` original cells, the current ones at ``positions`` (None: all), so that the
     mask and physical realisations of meSimp count alike; with no k (dense) every cell is hit.
     Each distinct rule is computed once per backward (the stats and a record usually share one).
     """
 
-    def __init__(self, dG: torch.Tensor, sel: torch.Tensor | None, kept: torch.Tensor | None, mode: str):
-        self.dG, self.sel, self.kept, self.mode = dG, sel, kept, mode  # sel / kept None: a dense backward
+    def __init__(self, dG: torch.Tensor, sel: torch.Tensor | None, mode: str):
+        self.dG, self.sel, self.mode = dG, sel, mode  # sel None: a dense backward
         self._memo: dict = {}
 
     def cells(self, count_zero_hits: bool, k: int | None, width: int, positions: torch.Tensor | None = None):
@@ -142,18 +143,11 @@ class CellHits:
         return self._memo[key]
 
     def _cells(self, count_zero_hits, k, width, positions) -> torch.Tensor:
-        dG = self.dG
-        n, h = dG.shape[0], dG.shape[1] // 4
-        if count_zero_hits and (self.sel is None or self.mode == "per_example"):
-            if k is None:
-                return dG.new_ones(n, h, dtype=torch.bool)
-            v = dG.reshape(n * 4, h)  # one row per token and gate
-            fill = heap_fillers(v != 0, k, width, positions) if positions is not None else None
-            return heap_selected(v, k, None, fill).view(n, 4, h).any(1)
-        if self.sel is None:
-            return (dG.view(n, 4, h) != 0).any(1)
-        hit = self.kept != 0 if not count_zero_hits else torch.ones_like(self.kept, dtype=torch.bool)
-        return dG.new_zeros(n, h).scatter_add_(1, self.sel % h, hit.to(dG.dtype)) > 0  # (N, h)
+        n, h = self.dG.shape[0], self.dG.shape[1] // 4
+        if count_zero_hits and k is not None and (self.sel is None or self.mode == "per_example"):
+            per_gate = hit_mask(self.dG.reshape(n * 4, h), None, True, heap=(k, width, positions))  # (4N, h)
+            return per_gate.view(n, 4, h).any(1)
+        return hit_mask(self.dG, self.sel, count_zero_hits).view(n, 4, h).any(1)  # (N, h)
 
 
 # --------------------------------------------------------------------------- backward parts
@@ -316,5 +310,5 @@ class MePropLSTMFunction(torch.autograd.Function):
             macs_done = 4 * plan.k * ((n_tok - n0) * h + n_tok * in_f * int(need_x))
             macs_done += computed * (n_tok * in_f * int(need_wih) + (n_tok - n0) * h * int(need_whh))
         if layer is not None:
-            layer._observe(CellHits(dG, sel, kept, plan.mode), sel, n_tok, touched, macs_done, macs_dense)
+            layer._observe(CellHits(dG, sel, plan.mode), sel, n_tok, touched, macs_done, macs_dense)
         return (grad_x, g_wih, g_whh, g_b if need_bih else None, g_b if need_bhh else None, None, None, None)

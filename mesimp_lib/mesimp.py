@@ -24,7 +24,8 @@ import math
 import torch
 from torch import nn
 
-from .meprop import MePropLinear, heap_fillers, heap_hits, select_per_example
+from .meprop import MePropLinear
+from .selection import hit_mask, select_per_example
 from .units import LinearUnits
 from .validate import check_bool, check_choice, check_device, check_float, check_int, check_size
 
@@ -109,29 +110,19 @@ class ActivityRecord:
             top = selection[0] if isinstance(selection, tuple) else None
             self.hits += self._heap_hits(g, top)
             return
-        if selection is None:  # dense backward (k >= width): every unit with a gradient is active
-            add = (g != 0).sum(0) if not self.count_zero_hits else torch.full_like(self.hits, n)
-            self.hits += add.to(self.hits.dtype)
-            return
         if isinstance(selection, tuple):  # per example / random: (indices, kept values)
-            idx, kept = selection
-        elif self.record == "per_example":  # unified selection, per-example record
+            idx = selection[0]
+        elif selection is not None and self.record == "per_example":  # unified selection, per-example record
             idx = select_per_example(g, selection.numel())
-            kept = g.gather(1, idx)
-        else:  # unified record: every example counts the batch's k units
-            hit = torch.ones_like(g[:, selection], dtype=torch.bool) if self.count_zero_hits else g[:, selection] != 0
-            self.hits.index_add_(0, selection, hit.sum(0).to(self.hits.dtype))
-            return
-        flat = idx.reshape(-1)
-        if not self.count_zero_hits:
-            flat = flat[kept.reshape(-1) != 0]
-        self.hits.index_add_(0, flat, torch.ones_like(flat, dtype=self.hits.dtype))
+        else:  # dense (None: every unit with a gradient) or the unified record (every example counts the k units)
+            idx = selection
+        self.hits += hit_mask(g, idx, self.count_zero_hits).sum(0).to(self.hits.dtype)
 
     def _heap_hits(self, g: torch.Tensor, top: torch.Tensor | None) -> torch.Tensor:
-        """``meprop.heap_hits`` with the heap's fillers found over the layer's original positions (removed
-        units have no gradient, as under the C#'s mask). ``top``: the layer's per-example selection or None."""
-        fill = heap_fillers(g != 0, self.k, self.full_width, self.positions) if self.positions is not None else None
-        return heap_hits(g, self.k, top, fill).to(self.hits.dtype)
+        """The C# heap's hits, its fillers found over the layer's original positions (removed units have no
+        gradient, as under the C#'s mask). ``top``: the layer's per-example selection or None."""
+        heap = (self.k, self.full_width, self.positions)
+        return hit_mask(g, top, True, heap=heap).sum(0).to(self.hits.dtype)
 
     def observe_cells(self, hits) -> None:
         """Called by an ``MePropLSTM``'s backward with its ``lstm_function.CellHits``: every token is one
