@@ -256,7 +256,7 @@ STEP_VARIANTS = {
     "meProp fused + lazy Adam": (True, "fused", "sparse", "lazy_adam"),
     # the layer as a C++ autograd function (MePropLinear(kernel="native"))
     "meProp native + lazy Adam": (True, "native", "sparse", "lazy_adam"),
-    # the same update applied inside the backward (MLP.step_in_backward): no gradient tensors stored
+    # the same update applied inside the backward (NativeMLP.step_in_backward): no gradient tensors stored
     "meProp native + lazy Adam in backward": (True, "native", "sparse", "lazy_adam_in_backward"),
 }
 
@@ -267,6 +267,7 @@ def bench_step(batch: int, k: int, mode: str, variant: str, threads: int = 1, sc
     dense + Adam, interleaved A-B-B-A in one process; plus the median time of each section per variant."""
     from .lazy import LazyAdam
     from .tasks.mnist import MLP
+    from .tasks.native_mlp import NativeMLP
 
     torch.set_num_threads(threads)
     torch.set_flush_denormal(True)  # as train() does: Adam's idle moments decay into denormals
@@ -277,7 +278,8 @@ def bench_step(batch: int, k: int, mode: str, variant: str, threads: int = 1, sc
     def make(name):
         meprop, kernel, weight_grad, opt_name = STEP_VARIANTS[name]
         torch.manual_seed(seed)
-        model = MLP(k=k if meprop else None, mode=mode, kernel=kernel, weight_grad=weight_grad)
+        cls = NativeMLP if kernel == "native" else MLP  # native: the whole network as one C++ node
+        model = cls(k=k if meprop else None, mode=mode, kernel=kernel, weight_grad=weight_grad)
         if opt_name == "adam":
             opt = torch.optim.Adam(model.parameters(), lr=1e-3, fused=True)
         else:
@@ -595,7 +597,7 @@ def to_markdown(res: dict) -> str:
             "Against dense + `torch.optim.Adam(fused=True)` (the paper's unmodified optimizer, PyTorch's fastest "
             "CPU implementation). *lazy Adam* (`mesimp_lib.lazy.LazyAdam`) updates only the rows with a gradient "
             "and freezes idle rows and their moments: **not the paper's optimizer** (its accuracy cost: see the "
-            "lazy-optimizer runs). *in backward* = `MLP.step_in_backward(opt)`: the whole network is one native "
+            "lazy-optimizer runs). *in backward* = `NativeMLP.step_in_backward(opt)`: the whole network is one native "
             "autograd node and the same lazy update (bit-equal) is applied inside its backward, row by row, the "
             "gradient never stored; its loop is forward + `loss.backward()`, with no `zero_grad()` / `step()` "
             "left to call. Denormals flushed, as in `train()`. Interleaved A-B-B-A in blocks of about 20 ms "

@@ -24,7 +24,8 @@ import torch.nn.functional as F
 
 from .meprop import MODES
 from .tasks.mnist import MLP, accuracy, load_mnist
-from .training import OPTIMIZERS, TrainConfig, make_optimizer, shuffled_batches
+from .tasks.base import shuffled_batches
+from .training import OPTIMIZERS, TrainConfig, make_optimizer
 from .validate import check_choice, check_int
 
 __all__ = ["ProbeConfig", "RowProbe", "adam_first_step", "hidden_output_grads", "probe_run",
