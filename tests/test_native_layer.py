@@ -221,7 +221,7 @@ def test_native_unavailable_raises(monkeypatch):
 
 def test_default_layers_unchanged():
     layer = MePropLinear(4, 5, 2)
-    assert type(layer.stats).__name__ == "MePropStats" and layer.kernel == "torch"
+    assert type(layer.stats).__name__ == "MePropStats" and layer.kernel == "auto"  # the default since 630f270
     assert resolve_k(2, 5) == 2
 
 
