@@ -6,6 +6,10 @@ test accuracy at the best dev point, and times forward / backward / optimizer up
 separately. It also measures how many weight rows really change per step: with Adam a row
 whose gradient is zero still moves (its moment estimates carry it), so "only k rows are
 updated" is true for the gradient, not for the parameters.
+
+``train`` builds the task ``config.task`` names (``tasks.TASKS``: its data, model, loss and
+metric behind the ``tasks.base.Task`` interface) and runs it through ``fit(config, task)``,
+the one loop every task shares.
 """
 
 from __future__ import annotations
@@ -312,7 +316,7 @@ class _Run:
                                         "kept_minimum": [False] * n_units, "dev_acc": None})
             k_prunes = min(config.prunes_per_epoch, steps)
             self.prune_after = {round((p + 1) * steps / k_prunes) - 1 for p in range(k_prunes)}
-        self.bar = tqdm(total=steps * config.epochs, desc=getattr(task, "desc", None) or config.method,
+        self.bar = tqdm(total=steps * config.epochs, desc=task.desc or config.method,
                         disable=not progress, mininterval=1.0)
 
     def start_epoch(self, epoch: int) -> bool:

@@ -17,6 +17,7 @@ global RNG just before: the model's initialisation draws from it) and provides:
     row_weights()     the weight matrices whose rows are counted (read each time: a prune replaces them)
     stats_layers      the meProp layers whose ``stats`` / ``backprop_ratio`` are reported
     simplifier        a meSimp simplifier (``config.method == "mesimp"``) or None
+    desc              the progress bar's label (None: the method's name)
 
 and may override the hooks ``start_epoch(epoch)``, ``before_step(batch)`` and
 ``finish(result)`` (add the task's own keys to the result dict).
@@ -44,6 +45,7 @@ class Task:
     steps_per_epoch: int
     stats_layers: list
     simplifier = None
+    desc: str | None = None
 
     def batches(self, epoch: int):
         raise NotImplementedError

@@ -5,7 +5,8 @@ once (``BatchedStates``): all ~400,000 training configurations of EWT take about
 or two. Decoding is batched the same way: one model call per step for all unfinished
 sentences. ``Configuration`` / ``oracle`` / ``extract_features`` are the same logic written
 plainly, one configuration at a time, for reading and stepping through (notebook 08); the
-tests check the two agree.
+tests check the two agree. ``tasks.parser`` trains on ``precompute``'s pairs and decodes with
+``BatchedStates``.
 """
 
 from __future__ import annotations
