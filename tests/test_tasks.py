@@ -13,7 +13,6 @@ from mesimp_lib import training
 from mesimp_lib.tasks import TASKS, Task
 from mesimp_lib.tasks.base import shuffled_batches
 from mesimp_lib.tasks.mlp import MLP
-from mesimp_lib.tasks.mnist import MnistData
 from mesimp_lib.tasks.native_mlp import NativeMLP
 from mesimp_lib.training import TrainConfig, fit, train
 
@@ -90,16 +89,6 @@ def test_one_data_root():
     assert mnist.data_root is paths.data_root and ud.data_root is paths.data_root
 
 
-def _tiny_mnist(n=200):
-    g = torch.Generator().manual_seed(0)
-
-    def split(m):
-        return torch.rand(m, 784, generator=g), torch.randint(0, 10, (m,), generator=g)
-
-    (tx, ty), (dx, dy), (sx, sy) = split(n), split(50), split(50)
-    return MnistData(tx, ty, dx, dy, sx, sy)
-
-
 def test_native_mlp_has_the_mlps_parameters():
     torch.manual_seed(0)
     plain = MLP(in_features=12, hidden=[9, 7], out_features=3, k=2)
@@ -122,10 +111,10 @@ def test_kernel_native_trains_as_kernel_fused():
 
     if kernels() is None:
         pytest.skip("native kernels cannot be built here")
-    data = _tiny_mnist()
-    common = dict(k=5, hidden=16, epochs=2, batch_size=20, optimizer="lazy_adam", rows_every=3, evals_per_epoch=2)
-    fused = train(TrainConfig(kernel="fused", **common), data=data, progress=False, return_model=True)
-    native = train(TrainConfig(kernel="native", **common), data=data, progress=False, return_model=True)
+    common = dict(k=5, hidden=16, epochs=2, batch_size=20, train_limit=200, optimizer="lazy_adam", rows_every=3,
+                  evals_per_epoch=2)
+    fused = train(TrainConfig(kernel="fused", **common), progress=False, return_model=True)
+    native = train(TrainConfig(kernel="native", **common), progress=False, return_model=True)
     assert type(native["model"]) is NativeMLP and type(fused["model"]) is MLP
     assert native["history"] == fused["history"] and native["rows"] == fused["rows"]
     assert native["updates"] == fused["updates"] and native["meprop"] == fused["meprop"]
