@@ -72,8 +72,12 @@ def test_fit_runs_a_task_written_outside_the_library():
 
 
 def test_the_registry_has_every_task_the_config_allows():
-    assert set(TASKS) == set(training.TASKS)
-    assert all(issubclass(cls, Task) for cls in TASKS.values())
+    with pytest.raises(ValueError, match="task='nope'") as e:
+        TrainConfig(task="nope")
+    allowed = str(e.value).split("allowed: ")[1].split(", ")
+    assert sorted(allowed) == sorted(TASKS)
+    for name, cls in TASKS.items():
+        assert issubclass(cls, Task) and cls.name == name and TrainConfig(task=name).task == name
 
 
 def test_tasks_do_not_import_training():
