@@ -72,14 +72,21 @@ def bench_layer(batch: int, n: int, k: int, mode: str = "unified", threads: int 
     }
 
 
+def _mlp(kernel: str, **kwargs):
+    """The paper's MLP; with kernel "native" the opt-in ``NativeMLP`` (one C++ autograd node)."""
+    from .tasks.mnist import MLP
+    from .tasks.native_mlp import NativeMLP
+
+    return (NativeMLP if kernel == "native" else MLP)(kernel=kernel, **kwargs)
+
+
 def bench_mlp(batch: int, k: int, mode: str, threads: int = 1, scale: float = 1.0, seed: int = 0,
               kernel: str = "torch", weight_grad: str = "dense") -> dict:
-    """The paper's MNIST MLP 784-500-500-10: whole-model backward, dense vs meProp."""
-    from .tasks.mnist import MLP
-
+    """The paper's MNIST MLP 784-500-500-10: whole-model backward, dense vs meProp (kernel "native": the
+    ``NativeMLP``, the whole network as one C++ autograd node)."""
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
-    sparse = MLP(k=k, mode=mode, kernel=kernel, weight_grad=weight_grad)
+    sparse = _mlp(k=k, mode=mode, kernel=kernel, weight_grad=weight_grad)
     dense = sparse.to_sequential()  # plain nn.Linear layers, same weights
     x = torch.rand(batch, 784)
     y = torch.randint(0, 10, (batch,))
@@ -146,7 +153,7 @@ STEP_VARIANTS = {
     "meProp fused + lazy Adam": (True, "fused", "sparse", "lazy_adam"),
     # the layer as a C++ autograd function (MePropLinear(kernel="native"))
     "meProp native + lazy Adam": (True, "native", "sparse", "lazy_adam"),
-    # the same update applied inside the backward (MLP.step_in_backward): no gradient tensors stored
+    # the same update applied inside the backward (NativeMLP.step_in_backward): no gradient tensors stored
     "meProp native + lazy Adam in backward": (True, "native", "sparse", "lazy_adam_in_backward"),
 }
 
@@ -156,7 +163,6 @@ def bench_step(batch: int, k: int, mode: str, variant: str, threads: int = 1, sc
     """A whole training step of the 784-500-500-10 MLP (forward + loss + backward + optimizer step) against
     dense + Adam, interleaved A-B-B-A in one process; plus the median time of each section per variant."""
     from .lazy import LazyAdam
-    from .tasks.mnist import MLP
 
     torch.set_num_threads(threads)
     torch.set_flush_denormal(True)  # as train() does: Adam's idle moments decay into denormals
@@ -167,7 +173,7 @@ def bench_step(batch: int, k: int, mode: str, variant: str, threads: int = 1, sc
     def make(name):
         meprop, kernel, weight_grad, opt_name = STEP_VARIANTS[name]
         torch.manual_seed(seed)
-        model = MLP(k=k if meprop else None, mode=mode, kernel=kernel, weight_grad=weight_grad)
+        model = _mlp(k=k if meprop else None, mode=mode, kernel=kernel, weight_grad=weight_grad)
         if opt_name == "adam":
             opt = torch.optim.Adam(model.parameters(), lr=1e-3, fused=True)
         else:

@@ -164,7 +164,7 @@ def _step_section(res: dict) -> list[str]:
         "Against dense + `torch.optim.Adam(fused=True)` (the paper's unmodified optimizer, PyTorch's fastest "
         "CPU implementation). *lazy Adam* (`mesimp_lib.lazy.LazyAdam`) updates only the rows with a gradient "
         "and freezes idle rows and their moments: **not the paper's optimizer** (its accuracy cost: see the "
-        "lazy-optimizer runs). *in backward* = `MLP.step_in_backward(opt)`: the whole network is one native "
+        "lazy-optimizer runs). *in backward* = `NativeMLP.step_in_backward(opt)`: the whole network is one native "
         "autograd node and the same lazy update (bit-equal) is applied inside its backward, row by row, the "
         "gradient never stored; its loop is forward + `loss.backward()`, with no `zero_grad()` / `step()` "
         "left to call. Denormals flushed, as in `train()`. Interleaved A-B-B-A in blocks of about 20 ms "

@@ -23,8 +23,8 @@ import torch
 import torch.nn.functional as F
 
 from .meprop import MODES
-from .tasks.mnist import MLP, accuracy, load_mnist
-from .training import OPTIMIZERS, TrainConfig, make_optimizer, shuffled_batches
+from .tasks.mnist import MLP, MnistTask, load_mnist
+from .training import OPTIMIZERS, TrainConfig, fit
 from .validate import check_choice, check_int
 
 __all__ = ["ProbeConfig", "RowProbe", "adam_first_step", "hidden_output_grads", "probe_run",
@@ -217,54 +217,76 @@ def _activity(model: MLP, x: torch.Tensor) -> dict:
     return {"dead": dead, "mean_act": float(h.mean()), "max_logit": float(logits.abs().max())}
 
 
+class _SteppedProbe(RowProbe):
+    """A ``RowProbe`` that snapshots the watched rows itself as soon as their gradient is known (in backward,
+    when the weights are still those before the optimizer step), so the loop needs no call of its own."""
+
+    def observe(self, g: torch.Tensor, selection, plan) -> None:
+        super().observe(g, selection, plan)
+        self.before_step()
+
+
+class _ProbeTask(MnistTask):
+    """The MNIST task with the diagnosis's instruments: the per-step loss, the watched layer's ``RowProbe``
+    and the activity every ``probe_every`` steps. ``training.fit`` runs it like any task."""
+
+    def __init__(self, config: ProbeConfig, data):
+        train_config = TrainConfig(method="meprop", k=None, hidden=[config.hidden] * len(config.k), mode=config.mode,
+                                   optimizer=config.optimizer, lr=config.lr, weight_grad="dense", epochs=config.epochs,
+                                   batch_size=config.batch_size, train_limit=config.train_limit,
+                                   evals_per_epoch=config.evals_per_epoch, seed=config.seed, rows_every=0)
+        super().__init__(train_config, data)
+        for layer, k in zip(self.model.hidden, config.k):
+            layer.k = k
+        self.probe = _SteppedProbe(self.model.hidden[config.watch])
+        self.probe_every, self.look = config.probe_every, self.data.dev_x[: config.probe_images]
+        self.losses: list[float] = []
+        self.activity = {"step": [], "dead": [], "mean_act": [], "max_logit": []}
+        self._record(0)
+
+    def _record(self, step: int) -> None:
+        self.activity["step"].append(step)
+        for key, value in _activity(self.model, self.look).items():
+            self.activity[key].append(value)
+
+    def _after_update(self) -> None:
+        """The previous step's measurements after its optimizer update (taken before the next forward pass:
+        the weights are still the updated ones; an evaluation does not change them)."""
+        self.probe.after_step()
+        if len(self.losses) % self.probe_every == 0:
+            self._record(len(self.losses))
+
+    def before_step(self, idx: torch.Tensor) -> None:
+        if self.losses:
+            self._after_update()
+
+    def loss(self, idx: torch.Tensor) -> torch.Tensor:
+        loss = super().loss(idx)
+        self.losses.append(loss.item())
+        return loss
+
+    def finish(self, result: dict) -> dict:
+        self._after_update()
+        self.probe.detach()
+        return result
+
+
 def probe_run(config: ProbeConfig, data=None) -> dict:
     """Train ``config``'s MLP and return its per-step loss, the watched layer's ``RowProbe``
     history, the activity measured every ``probe_every`` steps, the dev accuracy at each
-    evaluation, the test accuracy at the best dev point (the same schedule and seeding as
-    ``training.train``, so equal settings give equal numbers; the test set is evaluated only
-    when dev improves) and the model. Seeded and single-threaded inside the call."""
+    evaluation, the test accuracy at the best dev point and the model. The run is
+    ``training.fit`` on the MNIST task (the same schedule and seeding as ``training.train``, so
+    equal settings give equal numbers). Seeded and single-threaded inside the call."""
     data = load_mnist() if data is None else data
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         torch.manual_seed(config.seed)
-        gen = torch.Generator().manual_seed(config.seed)
-        model = MLP(hidden=[config.hidden] * len(config.k), mode=config.mode)
-        for layer, k in zip(model.hidden, config.k):
-            layer.k = k
-        opt = make_optimizer(TrainConfig(optimizer=config.optimizer, lr=config.lr), model.parameters())
-        probe = RowProbe(model.hidden[config.watch])
-        x_all, y_all = data.train_x[: config.train_limit], data.train_y[: config.train_limit]
-        steps_per_epoch = -(-len(y_all) // config.batch_size)
-        eval_every = max(1, -(-steps_per_epoch // config.evals_per_epoch))
-        look = data.dev_x[: config.probe_images]
-        losses, evals, best = [], [], {"dev_acc": -1.0}
-        activity = {"step": [], "dead": [], "mean_act": [], "max_logit": []}
-
-        def record(step: int) -> None:
-            activity["step"].append(step)
-            for key, value in _activity(model, look).items():
-                activity[key].append(value)
-
-        record(0)
-        for epoch in range(config.epochs):
-            for i, idx in enumerate(shuffled_batches(len(y_all), config.batch_size, gen, "cpu")):
-                opt.zero_grad(set_to_none=True)
-                loss = F.cross_entropy(model(x_all[idx]), y_all[idx])
-                loss.backward()
-                probe.before_step()
-                opt.step()
-                probe.after_step()
-                losses.append(loss.item())
-                if len(losses) % config.probe_every == 0:
-                    record(len(losses))
-                if (i + 1) % eval_every == 0 or i + 1 == steps_per_epoch:
-                    evals.append({"epoch": round(epoch + (i + 1) / steps_per_epoch, 4),
-                                  "dev_acc": accuracy(model, data.dev_x, data.dev_y)})
-                    if evals[-1]["dev_acc"] > best["dev_acc"]:  # the first of equal dev scores, as ``train``
-                        best = {**evals[-1], "test_acc": accuracy(model, data.test_x, data.test_y)}
-        probe.detach()
+        task = _ProbeTask(config, data)
+        result = fit(task.config, task, progress=False)
     finally:
         torch.set_num_threads(threads)
-    return {"config": asdict(config), "loss": losses, "probe": probe.history, "activity": activity,
-            "history": evals, "best": best, "test_acc": best["test_acc"], "model": model}
+    evals = [{"epoch": p["epoch"], "dev_acc": p["dev_acc"]} for p in result["history"]]
+    best = {"epoch": result["best_epoch"], "dev_acc": result["best_dev_acc"], "test_acc": result["test_acc"]}
+    return {"config": asdict(config), "loss": task.losses, "probe": task.probe.history, "activity": task.activity,
+            "history": evals, "best": best, "test_acc": best["test_acc"], "model": task.model}

@@ -24,7 +24,7 @@ supported.
 Speed: ``LazyAdam`` makes one native call per step for all its parameters (the C++ kernels of
 ``mesimp_lib.fused``, ``native=None`` = when they can be built) instead of a dozen PyTorch ops
 per parameter; the pure-PyTorch loop is the reference and the fallback (same formula, equal to
-float rounding). ``MLP.step_in_backward(opt)`` (``mesimp_lib.tasks.mnist``) goes further for an MLP
+float rounding). ``NativeMLP.step_in_backward(opt)`` (``mesimp_lib.tasks.native_mlp``) goes further for an MLP
 whose layers are all ``kernel="native"``: the same update, applied inside the backward as each
 weight row's gradient is formed, the gradient never stored (bit-equal to ``backward()`` +
 ``opt.step()``).

@@ -47,7 +47,9 @@ class _ScoreObserver:
 
 
 class MeAct:
-    """Attach meAct to an ``MLP`` (its hidden ``MePropLinear`` layers).
+    """Attach meAct to an ``MLP`` (its hidden ``MePropLinear`` layers): an observer of each layer's
+    backward (``layer.hooks.observers``, for the scores) and the model's activation observer
+    (``MLP.observe_activations``, which calls ``activation``); ``detach()`` removes both.
 
     Call ``set_batch(example_ids)`` before each training forward pass and ``start()`` when
     active-path finding begins (the trainer does both). ``stats()`` reports the average
@@ -74,7 +76,7 @@ class MeAct:
         self._observers = [_ScoreObserver(self, i) for i in range(len(widths))]
         for layer, obs in zip(model.hidden, self._observers):
             layer.hooks.observers.append(obs)
-        model.act_hook = self._hook
+        model.observe_activations(self)  # the MLP hands each hidden activation to self.activation
 
     @property
     def memory_bytes(self) -> int:
@@ -95,7 +97,10 @@ class MeAct:
             return share >= self.threshold / s.shape[1]
         return s / s.amax(1, keepdim=True).clamp_min(torch.finfo(torch.float32).tiny) >= self.threshold
 
-    def _hook(self, i: int, h: torch.Tensor) -> torch.Tensor:
+    def activation(self, i: int, h: torch.Tensor) -> torch.Tensor:
+        """The activation observer the MLP calls (``MLP.observe_activations``): layer i's activation ``h``
+        (B, width) of the current batch's examples -> what the next layer gets (stored values for the
+        inactive units once started). Training forward passes only; dev/test pass ``h`` through."""
         ids = self.ids
         if ids is None or not self.model.training:
             return h
@@ -125,4 +130,4 @@ class MeAct:
         for layer, obs in zip(self.model.hidden, self._observers):
             if obs in layer.hooks.observers:
                 layer.hooks.observers.remove(obs)
-        self.model.act_hook = None
+        self.model.observe_activations(None)

@@ -22,6 +22,7 @@ from mesimp_lib import MePropLinear
 from mesimp_lib.fused import kernels
 from mesimp_lib.lstm import MePropLSTM
 from mesimp_lib.tasks.mnist import MLP
+from mesimp_lib.tasks.native_mlp import NativeMLP
 
 torch.set_num_threads(1)
 
@@ -37,7 +38,8 @@ def make(kind: str, kernel: str, mode: str = "per_example", k=3, dtype=torch.flo
     if kind == "linear":
         return MePropLinear(8, 12, k, mode, kernel=kernel, dtype=dtype, **kw)
     if kind == "mlp":
-        return MLP(in_features=8, hidden=[12, 10], out_features=4, k=k, mode=mode, kernel=kernel, **kw).to(dtype)
+        cls = NativeMLP if kernel == "native" else MLP  # native: the whole network as one C++ node
+        return cls(in_features=8, hidden=[12, 10], out_features=4, k=k, mode=mode, kernel=kernel, **kw).to(dtype)
     return MePropLSTM(5, 6, k if k is None else 2, mode, kernel=kernel, **kw).to(dtype)
 
 

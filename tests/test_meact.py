@@ -41,14 +41,15 @@ def test_inactive_units_reuse_stored_values_and_get_no_gradient():
     assert all(m.any() for m in inactive)  # the threshold makes some units inactive
     captured = {}
 
-    def capture(i, h):  # wrap the hook to see what the next layer receives
-        out = hook(i, h)
-        out.retain_grad()
-        captured[i] = out
-        return out
+    class Capture:  # wraps meAct's observer to see what the next layer receives
+        def activation(self, i, h):
+            out = meact.activation(i, h)
+            out.retain_grad()
+            captured[i] = out
+            return out
 
-    hook = model.act_hook
-    model.act_hook = capture
+    assert model.activation_observer is meact  # MeAct registered itself through MLP.observe_activations
+    model.observe_activations(Capture())
     visit(model, meact, x, y, ids)
     for i in range(2):
         h = captured[i]

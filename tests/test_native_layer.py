@@ -142,10 +142,11 @@ def test_native_first_layer_skips_dx_and_stats_off():
 def test_native_training_with_lazy_adam_equals_fused(mode):
     from mesimp_lib.lazy import LazyAdam
     from mesimp_lib.tasks.mnist import MLP
+    from mesimp_lib.tasks.native_mlp import NativeMLP
 
-    def steps(kernel):
+    def steps(kernel, cls=MLP):
         torch.manual_seed(0)
-        net = MLP(k=20, mode=mode, kernel=kernel, weight_grad="sparse")
+        net = cls(k=20, mode=mode, kernel=kernel, weight_grad="sparse")
         opt = LazyAdam(net.parameters(), lr=1e-3)
         gen = torch.Generator().manual_seed(1)
         torch.manual_seed(3)
@@ -155,15 +156,16 @@ def test_native_training_with_lazy_adam_equals_fused(mode):
             opt.step()
         return [p.detach().clone() for p in net.parameters()], [record(l.stats) for l in net.meprop_layers()]
 
-    (pf, sf), (pn, sn) = steps("fused"), steps("native")
-    for p, q in zip(pf, pn):
-        assert torch.equal(p, q)
-    for a, b in zip(sf, sn):
-        for u, v in zip(a, b):
-            if isinstance(u, torch.Tensor):
-                assert torch.equal(u, v)
-            else:
-                assert u == v
+    (pf, sf) = steps("fused")
+    for pn, sn in (steps("native"), steps("native", NativeMLP)):  # per-layer native, the whole-network node
+        for p, q in zip(pf, pn):
+            assert torch.equal(p, q)
+        for a, b in zip(sf, sn):
+            for u, v in zip(a, b):
+                if isinstance(u, torch.Tensor):
+                    assert torch.equal(u, v)
+                else:
+                    assert u == v
 
 
 def test_native_with_hooks_takes_the_fused_path():
@@ -229,10 +231,10 @@ def test_default_layers_unchanged():
 def _mlp_pair(**kw):
     import copy
 
-    from mesimp_lib.tasks.mnist import MLP
+    from mesimp_lib.tasks.native_mlp import NativeMLP
 
     torch.manual_seed(0)
-    whole = MLP(**kw)
+    whole = NativeMLP(**kw)
     per_layer = copy.deepcopy(whole)
     per_layer.fuse_native = False
     return whole, per_layer
@@ -275,7 +277,9 @@ def test_whole_mlp_node_equals_per_layer_native_exactly(mode, weight_grad, dtype
 
 
 def test_whole_mlp_node_is_used_only_where_it_applies():
-    from mesimp_lib.tasks.mnist import MLP
+    from types import SimpleNamespace
+
+    from mesimp_lib.tasks.native_mlp import NativeMLP as MLP
 
     x = torch.randn(4, 16)
     net = MLP(in_features=16, hidden=[10, 8], out_features=3, k=2, kernel="native", weight_grad="sparse")
@@ -283,9 +287,9 @@ def test_whole_mlp_node_is_used_only_where_it_applies():
     with torch.no_grad():
         assert not net._whole_native(x)  # nothing to differentiate: plain products
     assert not net._whole_native(x[None])  # 3-D input: per layer
-    net.act_hook = lambda i, h: h  # meAct
+    net.observe_activations(SimpleNamespace(activation=lambda i, h: h))  # meAct
     assert not net._whole_native(x)
-    net.act_hook = None
+    net.observe_activations(None)
     net.hidden[1].hooks.grad_mask = torch.ones(8)  # meSimp's mask hooks
     assert not net._whole_native(x)
     net.hidden[1].hooks.grad_mask = None
@@ -305,7 +309,6 @@ def test_whole_mlp_node_is_used_only_where_it_applies():
 
 def test_whole_mlp_node_follows_changes_to_the_model():
     """The cached call is rebuilt whenever k, the record, the weights or the hooks change."""
-    from mesimp_lib.tasks.mnist import MLP
 
     whole, per_layer = _mlp_pair(in_features=16, hidden=[20, 12], out_features=4, k=5, kernel="native",
                                  weight_grad="sparse")
@@ -419,9 +422,9 @@ def test_copies_of_a_model_leave_out_the_cache_and_the_optimizer_link():
     import pickle
 
     from mesimp_lib.lazy import LazyAdam
-    from mesimp_lib.tasks.mnist import MLP
+    from mesimp_lib.tasks.native_mlp import NativeMLP
 
-    net = MLP(in_features=8, hidden=[6], out_features=3, k=2, kernel="native", weight_grad="sparse")
+    net = NativeMLP(in_features=8, hidden=[6], out_features=3, k=2, kernel="native", weight_grad="sparse")
     opt = LazyAdam(net.parameters())
     net.step_in_backward(opt)
     F.cross_entropy(net(torch.rand(4, 8)), torch.tensor([0, 1, 2, 0])).backward()

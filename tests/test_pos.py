@@ -1,9 +1,9 @@
-"""POS tagging task: encoding, bucketed batches, the BiLSTM tagger, train_pos end to end."""
+"""POS tagging task: encoding, bucketed batches, the BiLSTM tagger, training end to end."""
 
 import pytest
 import torch
 
-from mesimp_lib.tasks.pos import BiLSTMTagger, batches, encode_pos, tagging_accuracy, train_pos
+from mesimp_lib.tasks.pos import BiLSTMTagger, batches, encode_pos, tagging_accuracy
 from mesimp_lib.training import TrainConfig, train
 
 torch.set_num_threads(1)
@@ -105,7 +105,7 @@ def test_bad_arguments(data):
     with pytest.raises(ValueError, match="train_limit"):
         encode_pos(train_limit=0)
     with pytest.raises(ValueError, match="hidden"):
-        train_pos(TrainConfig(task="pos", hidden=[8, 8], epochs=1, train_limit=10), data=data, progress=False)
+        train(TrainConfig(task="pos", hidden=[8, 8], epochs=1, train_limit=10), data=data, progress=False)
     with pytest.raises(ValueError, match="dropout"):
         BiLSTMTagger(10, 3, dropout=1.5)
     with pytest.raises(ValueError, match="k"):

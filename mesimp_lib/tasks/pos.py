@@ -24,13 +24,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..fused import status as fused_status
 from ..lstm import LSTMSimplifier, MePropLSTM, step_backward
 from ..meprop import MePropLinear
 from ..validate import check_bool, check_choice, check_int, check_size
-from .mnist import check_head_args
+from .base import Task, check_head_args, one_width
 from .ud import Treebank, Vocab, load_ud
 
-__all__ = ["BiLSTMTagger", "PosData", "batches", "encode_pos", "step_backward", "tagging_accuracy", "train_pos"]
+__all__ = ["BiLSTMTagger", "PosData", "batches", "PosTask", "build_tagger", "encode_pos", "step_backward", "tagging_accuracy"]
 
 POOL = 50  # batches per length-sorting pool
 
@@ -162,70 +163,69 @@ def tagging_accuracy(model: nn.Module, eval_batches) -> float:
 
 
 def build_tagger(config, data: PosData) -> BiLSTMTagger:
-    hidden = config.hidden
-    if isinstance(hidden, list):
-        if len(hidden) != 1:
-            raise ValueError(f"hidden={hidden!r}: the POS tagger has one BiLSTM layer, give one width")
-        hidden = hidden[0]
+    """The ``BiLSTMTagger`` a ``TrainConfig`` describes (one BiLSTM layer)."""
+    hidden = one_width(config.hidden, "the POS tagger has one BiLSTM layer")
     return BiLSTMTagger(len(data.words), len(data.tags), config.embed_dim or 100, hidden, config.hidden_k,
                         config.hidden_mode, config.k_out, config.dropout, sparse_embeddings=config.lazy,
                         device=config.device, rescale=config.rescale)
 
 
-def train_pos(config, data: PosData | None = None, progress: bool = True, on_eval=None,
-              return_model: bool = False) -> dict:
-    """Train the BiLSTM tagger as ``config`` (a ``TrainConfig`` with ``task="pos"``) says.
+class PosTask(Task):
+    """POS tagging with the BiLSTM tagger: cross-entropy over the tokens, token accuracy on dev and test;
+    meSimp prunes LSTM cells (``LSTMSimplifier``). The result adds ``"data"`` (the sizes and the LSTM kernel).
 
-    Returns the result dict of ``training.fit`` (accuracies are token accuracies) plus
-    ``"data"``. ``data``: a ``PosData`` (default: UD EWT encoded with the config's tagset,
-    min_count and train_limit). Called through ``training.train``, which sets the threads.
-    """
-    from ..fused import status as fused_status
-    from ..training import fit  # training sits above tasks; imported here, not at module import
+    ``data``: a ``PosData`` (default: UD EWT encoded with the config's tagset, min_count and train_limit)."""
 
-    device = torch.device(config.device)
-    torch.manual_seed(config.seed)
-    gen = torch.Generator().manual_seed(config.seed)
-    if data is None:
-        data = encode_pos(tagset=config.tagset, min_count=config.min_count, train_limit=config.train_limit)
-    train_items = data.train[: config.train_limit] if config.train_limit is not None else data.train
-    model = build_tagger(config, data).to(device)
-    dev_batches = batches(data.dev, 256)
-    test_batches = batches(data.test, 256)
-    n = len(train_items)
-    steps_per_epoch = math.ceil(n / config.batch_size)
+    name = "pos"
+    rows_note = "per LSTM direction [forward, backward], share of the [4h] gate-weight rows of weight_hh"
 
-    def epoch_batches(_epoch):
-        return batches(train_items, config.batch_size, gen)
+    def __init__(self, config, data: PosData | None = None):
+        self.config = config
+        self.device = torch.device(config.device)
+        self.gen = torch.Generator().manual_seed(config.seed)  # the shuffling
+        if data is None:
+            data = encode_pos(tagset=config.tagset, min_count=config.min_count, train_limit=config.train_limit)
+        self.data = data
+        self.train_items = data.train[: config.train_limit] if config.train_limit is not None else data.train
+        self.model = build_tagger(config, data).to(self.device)
+        self.dev_batches, self.test_batches = batches(data.dev, 256), batches(data.test, 256)
+        self.steps_per_epoch = math.ceil(len(self.train_items) / config.batch_size)
+        self.stats_layers = self.model.lstms
+        self.desc = f"pos {config.method}"
+        if config.method == "mesimp":
+            self.simplifier = LSTMSimplifier(self.model.lstms, self.model.output, config.prune_rate,
+                                             config.realisation, config.record, config.count_zero_hits,
+                                             config.min_units)
 
-    def loss_fn(batch):
+    def batches(self, epoch: int):
+        return batches(self.train_items, self.config.batch_size, self.gen)
+
+    def loss(self, batch) -> torch.Tensor:
         words, tags, lengths = batch
-        logits = model(words.to(device), lengths)
-        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tags.to(device).reshape(-1), ignore_index=-100)
+        logits = self.model(words.to(self.device), lengths)  # (B, T, n_tags)
+        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tags.to(self.device).reshape(-1),
+                               ignore_index=-100)
 
-    simp = None
-    if config.method == "mesimp":
-        simp = LSTMSimplifier(model.lstms, model.output, config.prune_rate, config.realisation, config.record,
-                              config.count_zero_hits, config.min_units)
-    result = fit(
-        config, model, epoch_batches=epoch_batches, steps_per_epoch=steps_per_epoch, loss_fn=loss_fn,
-        evaluate=lambda: {"dev_acc": tagging_accuracy(model, dev_batches),
-                          "test_acc": tagging_accuracy(model, test_batches)},
-        prune_score=lambda: tagging_accuracy(model, dev_batches), simplifier=simp,
-        row_weights=lambda: [lstm.weight_hh for lstm in model.lstms], stats_layers=model.lstms,
-        progress=progress, on_eval=on_eval, return_model=return_model, desc=f"pos {config.method}",
-        rows_note="per LSTM direction [forward, backward], share of the [4h] gate-weight rows of weight_hh",
-    )
-    result["meprop"]["note"] = ("per LSTM direction [forward, backward]: rows of the [4h] gate weights with a "
-                                "gradient per backward (union over the batch's tokens); multiply-adds of the "
-                                "backward products done / dense BPTT")
-    result["data"] = {
-        "train_sentences": n,
-        "train_tokens": sum(len(w) for w, _ in train_items),
-        "vocab_size": len(data.words),
-        "tags": len(data.tags),
-        "tagset": data.tagset,
-        # the LSTM layers' backward (kernel="auto"): the native kernel when it builds, else PyTorch
-        "lstm_kernel": fused_status() if config.hidden_k is not None else "dense BPTT (no top-k)",
-    }
-    return result
+    def evaluate(self) -> dict:
+        return {"dev_acc": self.dev_score(), "test_acc": tagging_accuracy(self.model, self.test_batches)}
+
+    def dev_score(self) -> float:
+        return tagging_accuracy(self.model, self.dev_batches)
+
+    def row_weights(self) -> list[torch.Tensor]:
+        return [lstm.weight_hh for lstm in self.model.lstms]
+
+    def finish(self, result: dict) -> dict:
+        result["meprop"]["note"] = ("per LSTM direction [forward, backward]: rows of the [4h] gate weights with a "
+                                    "gradient per backward (union over the batch's tokens); multiply-adds of the "
+                                    "backward products done / dense BPTT")
+        result["data"] = {
+            "train_sentences": len(self.train_items),
+            "train_tokens": sum(len(w) for w, _ in self.train_items),
+            "vocab_size": len(self.data.words),
+            "tags": len(self.data.tags),
+            "tagset": self.data.tagset,
+            # the LSTM layers' backward (kernel="auto"): the native kernel when it builds, else PyTorch
+            "lstm_kernel": fused_status() if self.config.hidden_k is not None else "dense BPTT (no top-k)",
+        }
+        return result

@@ -26,7 +26,7 @@ from pathlib import Path
 import conllu
 
 from ..validate import check_choice, check_int, check_path
-from .mnist import data_root
+from .paths import data_root
 
 __all__ = ["PAD", "UNK", "UD_FILES", "Sentence", "Treebank", "Vocab", "load_ud", "read_conllu", "punct_mask"]
 
