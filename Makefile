@@ -15,7 +15,7 @@ ifeq ($(shell id -u),0)
   LAB_ARGS += --allow-root
 endif
 
-.PHONY: setup lab test test-unit test-notebooks bench results results-quick clean help
+.PHONY: setup lab test test-unit test-notebooks kernels bench results results-quick clean help
 # the browser tests, the standalone app and the docs pictures need the `ui` extra on top
 UI_STAMP := $(VENV)/.ui-installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 APP_PORT ?= 8866
@@ -35,7 +35,7 @@ $(STAMP): pyproject.toml
 
 # rooted at the repository (README, benchmarks/ and data/ reachable), 00 open; a path given
 # as an argument would root Lab at that path's folder instead
-lab: setup
+lab: setup kernels
 	@echo "JupyterLab on 127.0.0.1 with its normal token (open the URL it prints)"
 	$(BIN)/jupyter lab --ip=127.0.0.1 --ServerApp.open_browser=True --ServerApp.root_dir="$(CURDIR)" \
 	    --LabApp.default_url=/lab/tree/notebooks/00_start_here.ipynb $(LAB_ARGS)
@@ -45,7 +45,12 @@ test: setup test-unit test-notebooks
 test-unit: setup
 	$(BIN)/python -m pytest -q tests
 
-test-notebooks: setup
+# build the native meProp kernels once (about 25 s, cached per checkout) before anything uses them, and
+# say which backward the default kernel="auto" takes here: the notebooks' stored outputs were made with them
+kernels: setup
+	@$(BIN)/python -c "from mesimp_lib.fused import status; print('meProp backward (kernel=auto):', status())"
+
+test-notebooks: setup kernels
 	$(BIN)/nbstripout --verify --keep-output --keep-count $(NOTEBOOKS)
 	$(BIN)/python -m pytest -q --nbval --nbval-current-env \
 	    --nbval-sanitize-with notebooks/sanitize.cfg $(NOTEBOOKS)

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, fields
 from .meact import STATISTICS
 from .meprop import KERNELS, MODES, WEIGHT_GRADS, config_weight_grad, resolve_k
 from .mesimp import REALISATIONS, RECORDS, RESETS
+from .tasks import TASKS as TASK_CLASSES
 from .tasks.mnist import INITS
 from .validate import (MAX_SIZE, SEED_MAX, check_bool, check_choice, check_device, check_float, check_int, check_sizes,
                        plain_number, refuse)
@@ -23,7 +24,7 @@ __all__ = ["AUTHORS", "AUTHORS_MESIMP", "KINDS", "METHODS", "OPTIMIZERS", "Train
 
 METHODS = ("dense", "meprop", "random", "mesimp", "meact")
 OPTIMIZERS = ("adam", "adagrad", "sgd", "lazy_adam", "lazy_sgd")
-TASKS = ("mnist", "pos", "parse")
+TASKS = tuple(TASK_CLASSES)  # the registered tasks (tasks.TASKS): mnist, pos, parse
 TAGSETS = ("upos", "xpos")
 ACTIVATIONS = ("cube", "relu")
 LOSS_REDUCTIONS = ("mean", "sum")
