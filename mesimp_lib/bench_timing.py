@@ -1,17 +1,28 @@
 """How the benchmark measures, as PERFORMANCE.md prescribes: one process; two variants interleaved A-B-B-A per
 round; the ratio taken per round and the median over rounds reported; warm-up calls first. And the FLOP limits
 the measured ratios are read against (the multiply-adds of the paper's 784-500-500-10 MLP).
+
+Every measurement first sets the C allocator as ``make bench`` does through its environment (PERFORMANCE.md):
+large blocks from the heap, never from fresh ``mmap`` pages, and no trimming. Otherwise a zero-filled
+gradient may come from new pages of the operating system (a page fault per 4 KiB) at one call and from the
+heap at the next, and a layer's time jumps by several times between runs of the same cell.
 """
 
 from __future__ import annotations
 
+import ctypes
+import logging
 import statistics
 import time
 
 import torch
 import torch.nn.functional as F
 
-__all__ = ["abba", "mlp_backward_limit", "mlp_step_limit", "two_backwards"]
+__all__ = ["abba", "mlp_backward_limit", "mlp_step_limit", "steady_allocator", "two_backwards"]
+
+log = logging.getLogger(__name__)
+_M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4  # glibc's mallopt parameters
+_allocator: dict = {}
 
 # the paper's MNIST MLP: backward multiply-adds of the two hidden layers' products (dx and dW; the first
 # layer needs no dx) and of the dense output layer, for the FLOP limit of the whole backward
@@ -42,10 +53,26 @@ def _time_call(fn, inner: int) -> float:
     return (time.perf_counter() - t) / inner
 
 
+def steady_allocator() -> bool:
+    """glibc's ``mallopt``: no ``mmap`` for large blocks, no trimming (``MALLOC_MMAP_MAX_=0
+    MALLOC_TRIM_THRESHOLD_=...`` in ``make bench``), once per process; False where there is no glibc. The
+    process then keeps the memory it freed for its later allocations."""
+    if "set" not in _allocator:
+        try:
+            libc = ctypes.CDLL(None)
+            _allocator["set"] = bool(libc.mallopt(_M_MMAP_MAX, 0) and libc.mallopt(_M_TRIM_THRESHOLD, 2**31 - 1))
+        except (OSError, AttributeError):
+            _allocator["set"] = False
+        log.info("benchmark allocator: %s", "glibc mallopt: no mmap, no trim" if _allocator["set"] else "unchanged")
+    return _allocator["set"]
+
+
 def abba(dense_fn, sparse_fn, min_rounds: int, scale: float = 1.0, block_s: float = 1e-3):
     """Median per-round ratio dense/sparse and median times (seconds). Each timed block repeats a call for
     >= ``block_s`` seconds (timer noise; for whole training steps, a steady state as in training, where one
-    variant runs step after step, instead of every step starting in the caches the other variant left)."""
+    variant runs step after step, instead of every step starting in the caches the other variant left).
+    The allocator is made steady first (``steady_allocator``)."""
+    steady_allocator()
     for _ in range(3):  # warm-up
         dense_fn()
         sparse_fn()
