@@ -37,17 +37,15 @@ def _number_or_none(kind):
 
 
 def _k_value(text: str):
-    """'none' -> None, '20' -> 20, '0.05' -> 0.05."""
-    if text.lower() in ("none", "null", "dense"):
+    """'none' / 'dense' -> None, '20' -> 20, '0.05' -> 0.05."""
+    if text.lower() == "dense":
         return None
-    try:
-        return int(text)
-    except ValueError:
-        pass
-    try:
-        return float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an int, a fraction or 'none'") from None
+    for kind in (int, float):
+        try:
+            return _number_or_none(kind)(text)
+        except argparse.ArgumentTypeError:
+            continue
+    raise argparse.ArgumentTypeError(f"{text!r} is not an int, a fraction or 'none'")
 
 
 def _widths(text: str):
