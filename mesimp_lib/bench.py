@@ -60,9 +60,10 @@ def run_benchmark(quick: bool = False, scale: float = 1.0, progress=print) -> di
                 layer_rows.append(row)
                 progress(_line(row))
         for b, n, f in ([(10, 500, 0.04)] if quick else [(10, 500, 0.04), (32, 2048, 0.01), (256, 500, 0.01)]):
-            row = bench_layer(b, n, max(1, round(f * n)), "per_example", 1, scale)
-            layer_rows.append(row)
-            progress(_line(row))
+            for kernel in ("torch", "fused") if fused_ok else ("torch",):  # the reference; the default's kernel
+                row = bench_layer(b, n, max(1, round(f * n)), "per_example", 1, scale, kernel=kernel)
+                layer_rows.append(row)
+                progress(_line(row))
         variants = [("torch", "dense")] + ([("fused", "dense"), ("fused", "sparse"), ("native", "sparse")]
                                             if fused_ok else [])
         for b in (10,) if quick else (10, 50):

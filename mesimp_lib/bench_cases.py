@@ -49,7 +49,7 @@ def bench_layer(batch: int, n: int, k: int, mode: str = "unified", threads: int 
     ratio, td, ts, rounds = abba(dense, sparse, 7, scale)
     vs_masked = None
     if mode != "unified":  # per example: also against the plain masked-dense product
-        masked = MePropLinear(n, n, k=k, mode=mode, bias=False, compact_threshold=0.0)
+        masked = MePropLinear(n, n, k=k, mode=mode, bias=False, compact_threshold=0.0, kernel="torch")
         masked.load_state_dict(layer.state_dict())
         y_masked = masked(x)
 

@@ -83,7 +83,8 @@ def _layer_section(res: dict) -> list[str]:
         "Per-example rows: meProp picks each example's own top-k, so a mini-batch touches the union of "
         "their rows. The layer runs the products on that union's columns when it is at most half the width "
         "(compaction) and on the masked gradient otherwise; *masked dense* is the same layer forced to the "
-        "masked path (`compact_threshold=0`). Kernel `torch` = the pure-PyTorch backward; `fused` = the native "
+        "masked path of the PyTorch kernel (`kernel=\"torch\", compact_threshold=0`). Kernel `torch` = the "
+        "pure-PyTorch backward; `fused` = the native "
         "kernels of `mesimp_lib.fused` (unified: column sums, top-k and both products over the selected rows "
         "read in place, in one call).",
     ]
@@ -97,8 +98,9 @@ def _mlp_section(res: dict) -> list[str]:
         "## The paper's MNIST MLP, whole backward (784-500-500-10, k=20 on both hidden layers, output dense)",
         "",
         "Kernel `torch` = the pure-PyTorch backward, `fused` = the native C++ kernels of `mesimp_lib.fused` "
-        "called from the Python autograd function, `native` = every layer `MePropLinear(kernel=\"native\")`, "
-        "which the MLP runs as ONE C++ autograd node (forward and the whole backward, no Python in either) "
+        "called from the Python autograd function, `native` = `NativeMLP` (every layer "
+        "`MePropLinear(kernel=\"native\")`), the whole network as ONE C++ autograd node (forward and the whole "
+        "backward, no Python in either) "
         f"(status in this run: {env.get('meprop_kernels', 'not recorded')}); weight gradient `dense` = the "
         "default dense gradient through autograd, which any optimizer takes, `sparse` = a row-sparse gradient of the selected rows "
         "(for SGD / the lazy optimizers). The limit is the ratio of multiply-adds of the whole backward "
