@@ -203,7 +203,8 @@ def speedup_figure(bench: dict) -> go.Figure:
     traces = []
 
     def hover(r, what):
-        return (f"{what}<br>batch {r['batch']}, n={r['n']}, k={r['k']}, threads {r['threads']}<br>"
+        return (f"{what}<br>kernel {r.get('kernel', 'torch')}, dW {r.get('weight_grad', 'buffer')}<br>"
+                f"batch {r['batch']}, n={r['n']}, k={r['k']}, threads {r['threads']}<br>"
                 f"dense {r['dense_ms']:.3f} ms, meProp {r['meprop_ms']:.3f} ms<br>speedup {r['speedup']:.2f}x")
 
     for i, n in enumerate(widths):
@@ -219,12 +220,15 @@ def speedup_figure(bench: dict) -> go.Figure:
                         "symbol": [symbols.get(r["batch"], "cross") for r in rows],
                         "line": {"width": 2, "color": PALETTE[i % len(PALETTE)]}},
                 text=[hover(r, "one layer, unified") for r in rows], hovertemplate="%{text}<extra></extra>"))
-    pe = [r for r in layer if r["mode"] != "unified"]
-    if pe:
-        traces.append(go.Scatter(
-            x=_r([r["n"] / r["k"] for r in pe], 3), y=_r([r["speedup"] for r in pe], 3), mode="markers",
-            name="one layer, per example", marker={"size": 12, "color": "#222", "symbol": "triangle-up"},
-            text=[hover(r, "one layer, per example") for r in pe], hovertemplate="%{text}<extra></extra>"))
+    for compiled in (False, True):  # filled: the PyTorch reference; hollow: the compiled kernels
+        pe = [r for r in layer if r["mode"] != "unified" and (r.get("kernel", "torch") != "torch") == compiled]
+        if pe:
+            traces.append(go.Scatter(
+                x=_r([r["n"] / r["k"] for r in pe], 3), y=_r([r["speedup"] for r in pe], 3), mode="markers",
+                name=f"one layer, per example, {'compiled' if compiled else 'PyTorch'} kernel",
+                marker={"size": 12, "color": "white" if compiled else "#222", "symbol": "triangle-up",
+                        "line": {"width": 2, "color": "#222"}},
+                text=[hover(r, "one layer, per example") for r in pe], hovertemplate="%{text}<extra></extra>"))
     for mode, color in (("per_example", "#d62728"), ("unified", "#ff7f0e")):
         rows = [r for r in mlp if r["mode"] == mode]
         if rows:
