@@ -1,5 +1,7 @@
 """meProp inside an LSTM, and meSimp for LSTM cells (METHODS.md sections 1, 2 "LSTM").
 
+Taught in notebooks/07_lstm_pos_tagging.ipynb (its autograd Function: ``lstm_function.py``).
+
 One direction of an LSTM layer, PyTorch's layout and gate order (i, f, g, o):
 
     G_t = x_t W_ih^T + b_ih + h_{t-1} W_hh^T + b_hh        (B, 4h) gate pre-activations

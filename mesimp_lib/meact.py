@@ -1,5 +1,7 @@
 """meAct: minimal effort activation -- a RECONSTRUCTION from the meSimp paper's text.
 
+Taught in notebooks/06_meact.ipynb.
+
 The authors released no code for meAct; METHODS.md section 3 describes what is built here,
 and every open point is a parameter:
 

@@ -1,5 +1,7 @@
 """meSimp: simplify a model from the meProp record (METHODS.md section 2).
 
+Taught in notebooks/05_mesimp.ipynb (the MLP) and notebooks/07_lstm_pos_tagging.ipynb (LSTM cells).
+
 Importance -> selection -> action, as Torch-Pruning splits it:
     importance  ``ActivityRecord``: per hidden unit, how many examples had it among their
                 top-k (``hits``) out of ``seen`` examples since the last prune
