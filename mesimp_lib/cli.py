@@ -40,7 +40,7 @@ def _k_value(text: str):
     """'none' / 'dense' -> None, '20' -> 20, '0.05' -> 0.05."""
     if text.lower() == "dense":
         return None
-    for kind in (int, float):
+    for kind in (int, float) if text.strip() else ():  # an empty value is refused, not read as none
         try:
             return _number_or_none(kind)(text)
         except argparse.ArgumentTypeError:
