@@ -81,7 +81,7 @@ class TrainConfig:
     mode: str = option("per_example", "meprop top-k selection: per_example (the paper) or unified (one set per "
                        "batch); random is what --method random uses", "choice", choices=MODES)
     rescale: bool = option(False, "random-k only: multiply kept entries by width/k (not in the paper)", "bool")
-    k_out: int | float | None = option(None, "meProp on the output layer too (default none = dense, as the papers)",
+    k_out: int | float | None = option(None, "meProp on the output layer too: none = dense, as the papers",
                                        "k")
     hidden: int | list[int] = option(500, "hidden width (the papers: 500), or one width per layer, e.g. 150,140",
                                      "sizes")
@@ -123,7 +123,8 @@ class TrainConfig:
     kernel: str = option("auto", "meProp backward: auto (the compiled kernels where they build and apply, else "
                          "PyTorch; logged), torch (the readable pure-PyTorch reference), fused (native C++ kernels, "
                          "built on first use; error if they cannot be built) or native (the whole layer as a C++ "
-                         "autograd function, the whole MLP as one)", "choice", choices=KERNELS)
+                         "autograd function; train then builds the NativeMLP, the whole MLP as one C++ node)",
+                         "choice", choices=KERNELS)
     rows_every: int = option(50, "measure weight rows really changed by the optimizer every N steps (0 = never)",
                              "int", lo=0)
     device: str = option("cpu", "cpu or cuda (or cuda:N)", "device")
