@@ -67,14 +67,22 @@ def resolve_k(k, width: int, name: str = "k") -> int | None:
     return None if n >= width else n
 
 
+def top_k(scores: torch.Tensor, k: int) -> torch.Tensor:
+    """The indices of the k largest ``scores`` along the last dimension, in index order; among equal scores
+    the lower indices (ties are common: a ReLU's dead units all have gradient 0). This is the compiled
+    kernels' rule, so every kernel selects the same entries (``torch.topk`` leaves ties unspecified)."""
+    top = scores.sort(dim=-1, descending=True, stable=True).indices.narrow(-1, 0, k)
+    return top.sort(dim=-1).values
+
+
 def select_unified(g: torch.Tensor, k: int) -> torch.Tensor:
     """One index set for the whole batch: the k columns with the largest sum |g|. -> (k,)"""
-    return g.abs().sum(0).topk(k, sorted=False).indices
+    return top_k(g.abs().sum(0), k)
 
 
 def select_per_example(g: torch.Tensor, k: int) -> torch.Tensor:
     """The k largest |g| entries of every row. -> (B, k)"""
-    return g.abs().topk(k, dim=1, sorted=False).indices
+    return top_k(g.abs(), k)
 
 
 def select_random(g: torch.Tensor, k: int) -> torch.Tensor:

@@ -55,3 +55,39 @@ def test_stored_suites_pin_the_reference_kernel():
         for cfg in make().values():
             if suite not in OWN_KERNEL and cfg.task != "pos":
                 assert "--kernel torch" in cfg.to_cli()
+
+
+def _tied_gradient():
+    """A batch whose rows have fewer non-zero entries than k (a ReLU's dead units give exact zeros), and
+    column sums with ties at zero: the top-k must choose among equal entries."""
+    g = torch.zeros(4, 12)
+    g[0, 7], g[1, 3], g[2, 7], g[2, 9], g[3, 5] = 1.0, -2.0, 0.5, 0.5, 3.0
+    return g
+
+
+@needs_kernels
+@pytest.mark.parametrize("mode", ["per_example", "unified"])
+def test_every_kernel_breaks_ties_alike(mode):
+    """Equal |g| entries: every kernel keeps the lower indices, so the row-sparse gradient lists the same rows
+    and LazyAdam moves the same rows (torch.topk alone left the choice among ties unspecified)."""
+    from mesimp_lib.lazy import LazyAdam
+
+    torch.manual_seed(0)
+    x, g = torch.randn(4, 6), _tied_gradient()
+    results = {}
+    for kernel in ("torch", "fused", "native"):
+        torch.manual_seed(1)
+        layer = MePropLinear(6, 12, k=3, mode=mode, kernel=kernel, weight_grad="sparse")
+        opt = LazyAdam(layer.parameters(), lr=0.1)
+        for _ in range(2):
+            opt.zero_grad(set_to_none=True)
+            layer(x).backward(g)
+            rows = layer.weight.grad.coalesce().indices()[0].tolist()
+            opt.step()
+        results[kernel] = (rows, layer.stats.last_indices.tolist(), layer.weight.detach().clone())
+    ref_rows, ref_idx, ref_w = results["torch"]
+    for kernel, (rows, idx, w) in results.items():
+        assert rows == ref_rows and idx == ref_idx, kernel
+        torch.testing.assert_close(w, ref_w)
+    lowest = [0, 1, 3, 5, 7, 9] if mode == "per_example" else [3, 5, 7]  # ties broken towards index 0
+    assert ref_rows == lowest
