@@ -240,7 +240,8 @@ class TrainConfig:
         default = TrainConfig()
         for f in fields(self):
             v = getattr(self, f.name)
-            if v == getattr(default, f.name) and f.name not in ("task", "method", "k", "seed"):
+            if v == getattr(default, f.name) and f.name not in ("task", "method", "k", "seed") and not (
+                    f.name == "weight_grad" and self.lazy):  # a lazy optimizer's default is "sparse", not "dense"
                 continue
             if f.name in MESIMP_FIELDS and self.method != "mesimp" or f.name in MEACT_FIELDS and self.method != "meact":
                 continue

@@ -23,6 +23,8 @@ CONFIGS = [
     TrainConfig(task="pos", method="meprop", k=5, tagset="xpos", embed_dim=32, min_count=1, kernel="torch"),
     TrainConfig(task="parse", method="mesimp", k=20, activation="relu", batch_size=256, optimizer="lazy_sgd"),
     TrainConfig(init="csharp", loss_reduction="sum", threads=2, evals_per_epoch=8, seed=2**64 - 1),
+    TrainConfig(optimizer="lazy_adam", weight_grad="dense"),  # not the lazy optimizer's default ("sparse")
+    TrainConfig(optimizer="lazy_sgd", weight_grad="dense", k=0.05),
 ]
 
 
