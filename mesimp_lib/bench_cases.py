@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from .bench_targets import topk_mask
-from .bench_timing import abba, mlp_backward_limit, mlp_step_limit, two_backwards
+from .bench_timing import abba, keeps_threads, mlp_backward_limit, mlp_step_limit, two_backwards
 from .meprop import MePropLinear, _fused
 from .validate import check_choice
 
@@ -26,11 +26,16 @@ __all__ = ["STEP_VARIANTS", "bench_backward_floor", "bench_inference", "bench_la
            "bench_step"]
 
 
+@keeps_threads
 def bench_layer(batch: int, n: int, k: int, mode: str = "unified", threads: int = 1, scale: float = 1.0, seed: int = 0,
                 weight_grad: str = "dense", kernel: str = "torch") -> dict:
     """One square layer (n -> n): dense backward vs meProp backward (``weight_grad``: "dense", the gradient any
     optimizer takes, or "sparse", the row-sparse gradient of the selected rows; ``kernel``: "torch"
-    = the pure-PyTorch backward, "fused" = the native kernels)."""
+    = the pure-PyTorch backward, "fused" = the native kernels, "auto" = the library's default).
+
+    Runs with ``threads`` torch threads and gives the caller's count back. Like every measurement here it
+    first sets glibc's allocator as ``make bench`` does (``bench_timing.steady_allocator``: no mmap, no
+    trimming); that lasts for the rest of the process, which then keeps the memory it freed."""
     torch.set_num_threads(threads)
     gen = torch.Generator().manual_seed(seed)
     x = torch.randn(batch, n, generator=gen, requires_grad=True)
@@ -80,6 +85,7 @@ def _mlp(kernel: str, **kwargs):
     return (NativeMLP if kernel == "native" else MLP)(kernel=kernel, **kwargs)
 
 
+@keeps_threads
 def bench_mlp(batch: int, k: int, mode: str, threads: int = 1, scale: float = 1.0, seed: int = 0,
               kernel: str = "torch", weight_grad: str = "dense") -> dict:
     """The paper's MNIST MLP 784-500-500-10: whole-model backward, dense vs meProp (kernel "native": the
@@ -115,6 +121,7 @@ class _NoWork(torch.autograd.Function):
         return (None,) * ctx.n_inputs
 
 
+@keeps_threads
 def bench_backward_floor(batch: int = 10, threads: int = 1, scale: float = 1.0, seed: int = 0) -> dict:
     """The floor of a whole ``loss.backward()`` at the paper's MLP shapes: the cross-entropy's nodes, the autograd
     engine and ONE backward node that does no work and returns no gradient, against the dense 784-500-500-10
@@ -158,6 +165,7 @@ STEP_VARIANTS = {
 }
 
 
+@keeps_threads
 def bench_step(batch: int, k: int, mode: str, variant: str, threads: int = 1, scale: float = 1.0, seed: int = 0,
                sections: bool = True) -> dict:
     """A whole training step of the 784-500-500-10 MLP (forward + loss + backward + optimizer step) against
@@ -244,6 +252,7 @@ def bench_inference(rounds: int = 5) -> list[dict]:
 LSTM_BASELINES = ("nn.LSTM", "MePropLSTM k=None")
 
 
+@keeps_threads
 def bench_lstm(batch: int, k: int, steps: int = 25, hidden: int = 500, embed: int = 100, threads: int = 1,
                scale: float = 1.0, seed: int = 0, baseline: str = "nn.LSTM") -> dict:
     """One LSTM direction at the POS tagger's shapes: forward + backward of ``MePropLSTM`` (per-example top-k

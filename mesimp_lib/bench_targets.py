@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .bench_timing import abba
+from .bench_timing import abba, keeps_threads
 from .meprop import MePropLinear, select_per_example, select_unified
 
 __all__ = ["TARGETS", "bench_target", "masked_linear", "run_targets", "targets_markdown", "topk_mask"]
@@ -58,6 +58,7 @@ def masked_linear(x, weight, bias, k: int, mode: str):
     return _MaskedTopK.apply(x, weight, bias, k, mode)
 
 
+@keeps_threads
 def bench_target(batch: int, n_in: int, n_out: int, k: int, mode: str, options: dict, scale: float = 1.0,
                  seed: int = 0) -> dict:
     """One target row: dense ``nn.Linear`` vs ``MePropLinear(n_in, n_out, k=k, mode=mode, **options)`` vs the

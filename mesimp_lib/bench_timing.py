@@ -11,6 +11,7 @@ heap at the next, and a layer's time jumps by several times between runs of the 
 from __future__ import annotations
 
 import ctypes
+import functools
 import logging
 import statistics
 import time
@@ -18,7 +19,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-__all__ = ["abba", "mlp_backward_limit", "mlp_step_limit", "steady_allocator", "two_backwards"]
+__all__ = ["abba", "keeps_threads", "mlp_backward_limit", "mlp_step_limit", "steady_allocator", "two_backwards"]
 
 log = logging.getLogger(__name__)
 _M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4  # glibc's mallopt parameters
@@ -51,6 +52,18 @@ def _time_call(fn, inner: int) -> float:
     for _ in range(inner):
         fn()
     return (time.perf_counter() - t) / inner
+
+
+def keeps_threads(measure):
+    """A measurement that sets torch's thread count for itself and gives the caller's back afterwards."""
+    @functools.wraps(measure)
+    def run(*args, **kwargs):
+        threads = torch.get_num_threads()
+        try:
+            return measure(*args, **kwargs)
+        finally:
+            torch.set_num_threads(threads)
+    return run
 
 
 def steady_allocator() -> bool:

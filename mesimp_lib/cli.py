@@ -104,7 +104,8 @@ def _add_config_flags(p: argparse.ArgumentParser) -> None:
             kw["type"] = _flag_type(f)
         if f.metadata["choices"]:
             kw["choices"] = f.metadata["choices"]
-        kw["help"] += f" (default: {'none' if f.default is None else f.default})"
+        if f.default is not None or not f.metadata["choices"]:  # an optional choice's help says what unset means
+            kw["help"] += f" (default: {'none' if f.default is None else f.default})"
         p.add_argument(flag, **kw)
 
 

@@ -24,6 +24,7 @@ __all__ = ["AUTHORS", "AUTHORS_MESIMP", "KINDS", "METHODS", "OPTIMIZERS", "Train
 
 METHODS = ("dense", "meprop", "random", "mesimp", "meact")
 OPTIMIZERS = ("adam", "adagrad", "sgd", "lazy_adam", "lazy_sgd")
+LAYERS_DEFAULT = 2  # hidden layers, as the papers
 TASKS = tuple(TASK_CLASSES)  # the registered tasks (tasks.TASKS): mnist, pos, parse
 TAGSETS = ("upos", "xpos")
 ACTIVATIONS = ("cube", "relu")
@@ -85,7 +86,7 @@ class TrainConfig:
                                        "k")
     hidden: int | list[int] = option(500, "hidden width (the papers: 500), or one width per layer, e.g. 150,140",
                                      "sizes")
-    layers: int = option(2, "number of hidden layers (the papers: 2)", "int", lo=1)
+    layers: int = option(LAYERS_DEFAULT, "number of hidden layers (the papers: 2)", "int", lo=1)
     dropout: float = option(0.0, "dropout rate after every hidden activation", "float", lo=0.0, hi=1.0,
                             hi_open=True)
     optimizer: str = option("adam", "adam (lr 1e-3, betas 0.9/0.999, eps 1e-8) or adagrad (unmodified, as the "
@@ -164,7 +165,11 @@ class TrainConfig:
             self._apply_authors()
         self.weight_grad = config_weight_grad(self.weight_grad, self.lazy)  # None: by optimizer; "buffer": dense
         if isinstance(self.hidden, (list, tuple)):
-            self.layers = len(check_sizes("hidden", self.hidden))
+            widths = check_sizes("hidden", self.hidden)
+            if self.layers not in (LAYERS_DEFAULT, len(widths)):
+                refuse("layers", self.layers, f"{len(widths)} (the number of widths in hidden={widths}) or leave it out")
+            # one width per layer; a single width is the plain int (so the printed command reads back equal)
+            self.hidden, self.layers = (widths if len(widths) > 1 else widths[0]), len(widths)
         # every field by its declaration, returned in its plain Python type (a NumPy scalar would not go into
         # the result JSON)
         for f in fields(self):
@@ -182,6 +187,10 @@ class TrainConfig:
 
         if self.task != "mnist" and (self.init != "default" or self.loss_reduction != "mean"):
             bad("task", "'mnist' with init / loss_reduction other than the defaults (implemented for the MNIST MLP)")
+        if self.mode == "random" and self.method != "random":
+            bad("mode", f"per_example or unified with method={self.method!r} (random-k is method='random')")
+        if self.method == "random" and self.mode != "per_example":
+            bad("mode", "per_example (the default) with method='random': random-k draws k entries per example")
         if self.rescale and self.method != "random":
             bad("rescale", "False unless method='random' (rescaling by width/k makes random-k an unbiased estimate; "
                 "top-k is not an estimate)")

@@ -231,7 +231,9 @@ class _ProbeTask(MnistTask):
     and the activity every ``probe_every`` steps. ``training.fit`` runs it like any task."""
 
     def __init__(self, config: ProbeConfig, data):
-        train_config = TrainConfig(method="meprop", k=None, hidden=[config.hidden] * len(config.k), mode=config.mode,
+        random = config.mode == "random"  # random-k is method="random" (its layers then draw per example)
+        train_config = TrainConfig(method="random" if random else "meprop", k=None,
+                                   hidden=[config.hidden] * len(config.k), mode="per_example" if random else config.mode,
                                    optimizer=config.optimizer, lr=config.lr, weight_grad="dense", epochs=config.epochs,
                                    batch_size=config.batch_size, train_limit=config.train_limit,
                                    evals_per_epoch=config.evals_per_epoch, seed=config.seed, rows_every=0)

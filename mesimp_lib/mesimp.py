@@ -10,7 +10,10 @@ Importance -> selection -> action, as Torch-Pruning splits it:
     action      ``mask`` (shapes kept, removed units held at zero, no compute saved; what the
                 released code did) or ``physical`` (rows of W_l and b_l deleted *and* the
                 matching input columns of W_{l+1}, with the optimizer state sliced along;
-                the paper suggested this but did not implement it)
+                the paper suggested this but did not implement it). A mask lives in the layer
+                (``hooks.grad_mask``), not in ``state_dict``: a reloaded masked model keeps its zero
+                rows, but a new ``Simplifier`` sees the full widths; keep a model's widths by saving
+                the physical one (``checkpoint.save_model``)
 
 The record is cleared only at a prune; removed units never come back; the output layer is
 never pruned. ``Simplifier`` is the one prune loop, over per-layer units (``mesimp_lib.units``: the

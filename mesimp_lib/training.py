@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 
 from .config import AUTHORS, AUTHORS_MESIMP, METHODS, OPTIMIZERS, TrainConfig  # declared there; re-exported
 from .mesimp import authors_reset_now, cycle_phase, reset_optimizer_state
+from .fused import status as fused_status
 from .results import environment, finite_or_none
 from .tasks import TASKS as TASK_CLASSES
 from .tasks import Task
@@ -282,7 +283,12 @@ def fit(config: TrainConfig, task: Task, *, progress: bool = True, on_eval=None,
     evaluation; ``return_model`` adds the trained model under ``"model"`` (not JSON-ready). The task adds
     its own keys last (``task.finish``).
     """
+    if config.method == "mesimp" and task.simplifier is None:
+        raise ValueError(f"method='mesimp' needs a simplifier, and the task {type(task).__name__} sets none "
+                         "(tasks/base.py: a Task sets `simplifier` for method='mesimp')")
     env = environment()  # before training: the commit and machine that produced the numbers
+    if config.kernel != "torch":  # build the compiled kernels now, outside the timers, and say which backward runs
+        env["meprop_backward"] = fused_status()
     run = _Run(config, task, on_eval, progress)
     steps = task.steps_per_epoch
     t_total = time.perf_counter()
