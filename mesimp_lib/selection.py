@@ -71,8 +71,15 @@ def top_k(scores: torch.Tensor, k: int) -> torch.Tensor:
     """The indices of the k largest ``scores`` along the last dimension, in index order; among equal scores
     the lower indices (ties are common: a ReLU's dead units all have gradient 0). This is the compiled
     kernels' rule, so every kernel selects the same entries (``torch.topk`` leaves ties unspecified)."""
-    top = scores.sort(dim=-1, descending=True, stable=True).indices.narrow(-1, 0, k)
-    return top.sort(dim=-1).values
+    vals, top = scores.topk(k, dim=-1, sorted=False)
+    thr = vals.amin(-1, keepdim=True)  # the k-th largest score of each row
+    tied = scores == thr
+    if torch.equal(tied.sum(-1), (vals == thr).sum(-1)):  # no tie crosses the cut (the usual case): topk's set
+        return top.sort(dim=-1).values
+    above = scores > thr
+    room = k - above.sum(-1, keepdim=True)  # how many tied entries are kept: the lowest-index ones
+    keep = above | (tied & (tied.cumsum(-1) <= room))
+    return keep.nonzero()[:, -1].view(*scores.shape[:-1], k)
 
 
 def select_unified(g: torch.Tensor, k: int) -> torch.Tensor:

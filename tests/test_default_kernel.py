@@ -91,3 +91,19 @@ def test_every_kernel_breaks_ties_alike(mode):
         torch.testing.assert_close(w, ref_w)
     lowest = [0, 1, 3, 5, 7, 9] if mode == "per_example" else [3, 5, 7]  # ties broken towards index 0
     assert ref_rows == lowest
+
+
+def test_top_k_keeps_the_lower_index_among_ties():
+    """selection.top_k against its definition: a stable sort by descending score, the first k, index order."""
+    from mesimp_lib.selection import top_k
+
+    gen = torch.Generator().manual_seed(0)
+    for shape, k in (((10, 50), 5), ((7, 12), 3), ((40,), 6), ((3, 7), 7)):
+        for trial in range(30):
+            g = torch.randn(shape, generator=gen)
+            if trial % 3 == 1:
+                g[g.abs() < 0.7] = 0  # a ReLU's zeros: ties at the cut
+            if trial % 3 == 2:
+                g = torch.randint(0, 3, shape, generator=gen).float()  # ties everywhere
+            want = g.abs().sort(dim=-1, descending=True, stable=True).indices.narrow(-1, 0, k).sort(dim=-1).values
+            assert torch.equal(top_k(g.abs(), k), want)
