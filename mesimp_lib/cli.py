@@ -13,6 +13,7 @@ from dataclasses import fields
 
 from .children import die_with_parent
 from .config import TrainConfig
+from .tasks import TASKS as TASK_CLASSES
 from .validate import SEED_MAX, check_choice, check_device, check_float, check_int
 
 
@@ -152,7 +153,7 @@ def _pct(x: float) -> str:
 def summary(result: dict) -> str:
     c = result["config"]
     t = result["timing"]
-    metric = {"parse": "UAS", "pos": "token acc."}.get(c["task"], "accuracy")
+    metric = TASK_CLASSES[c["task"]].metric
     lines = [
         f"{c['method']} on {c['task']}: {result['command'].replace(' --json OUT.json', '')}",
         f"  best dev {metric:10s} {_pct(result['best_dev_acc'])} at epoch {result['best_epoch']:.2f}",

@@ -73,8 +73,8 @@ def option(default, help: str, kind: str, *, choices=None, lo=None, hi=None, lo_
 class TrainConfig:
     """One training run. ``print(config)`` gives the CLI command that reproduces it."""
 
-    task: str = option("mnist", "data set and model: mnist (MLP), pos (BiLSTM POS tagger on UD English EWT), "
-                       "parse (Chen & Manning dependency parser on UD English EWT)", "choice", choices=TASKS)
+    task: str = option("mnist", "data set and model: " + ", ".join(f"{name} ({task.about})" for name, task in
+                                                                  TASK_CLASSES.items()), "choice", choices=TASKS)
     method: str = option("meprop", "dense, meprop (top-k backprop), random (random-k backprop), mesimp (top-k + "
                          "pruning) or meact (active paths, MNIST only)", "choice", choices=METHODS)
     k: int | float | None = option(20, "gradient entries kept per example: an int, a share of the width in (0, 1], "

@@ -31,8 +31,9 @@ def test_mesimp_on_a_task_without_simplifier_is_refused():
         steps_per_epoch = 1
         stats_layers = []
 
+    cfg = TrainConfig(method="mesimp", epochs=1)
     with pytest.raises(ValueError, match="needs a simplifier"):
-        fit(TrainConfig(method="mesimp", epochs=1), NoSimplifier(), progress=False)
+        fit(cfg, NoSimplifier(cfg), progress=False)
 
 
 def test_result_says_which_backward_ran():

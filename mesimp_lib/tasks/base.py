@@ -5,8 +5,9 @@ runs any task the same way (optimizer, evaluations, timings, the meSimp cycle sc
 ``training.train(config)`` picks the task class from ``config.task`` in ``tasks.TASKS``.
 Adding a task is one new file with a ``Task`` subclass and one line in that registry.
 
-A subclass builds everything in ``__init__(config, data=None)`` (``train`` has seeded torch's
-global RNG just before: the model's initialisation draws from it) and provides:
+A subclass builds everything in ``__init__(config, data=None)``, starting with
+``super().__init__(config)`` (``config``, ``device``, the shuffling generator ``gen``; ``train`` has
+seeded torch's global RNG just before: the model's initialisation draws from it) and provides:
 
     model             the ``nn.Module`` trained (its parameters go to the optimizer)
     steps_per_epoch   how many batches ``batches(epoch)`` yields
@@ -17,6 +18,7 @@ global RNG just before: the model's initialisation draws from it) and provides:
     row_weights()     the weight matrices whose rows are counted (read each time: a prune replaces them)
     stats_layers      the meProp layers whose ``stats`` / ``backprop_ratio`` are reported
     simplifier        a meSimp simplifier (``config.method == "mesimp"``) or None
+    about, metric     class attributes: what the task trains (the CLI's help) and what its score measures
     desc              the progress bar's label (None: the method's name)
 
 and may override the hooks ``start_epoch(epoch)``, ``before_step(batch)`` and
@@ -39,6 +41,8 @@ class Task:
     """Base class of the tasks (see the module docstring for what a subclass sets)."""
 
     name = "task"
+    about = "a task"  # what `--task NAME` trains, for the CLI's help
+    metric = "accuracy"  # what dev_acc / test_acc measure, for the printed summary
     rows_note = "per hidden layer, share of weight rows"
 
     model: torch.nn.Module
@@ -46,6 +50,12 @@ class Task:
     stats_layers: list
     simplifier = None
     desc: str | None = None
+
+    def __init__(self, config):
+        """What every task keeps: its config, its device and the generator of its shuffling."""
+        self.config = config
+        self.device = torch.device(config.device)
+        self.gen = torch.Generator().manual_seed(config.seed)
 
     def batches(self, epoch: int):
         raise NotImplementedError

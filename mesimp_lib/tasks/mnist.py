@@ -159,12 +159,11 @@ class MnistTask(Task):
     ``data``: an ``MnistData`` (default: the shipped files, cached)."""
 
     name = "mnist"
+    about = "MLP on MNIST"
 
     def __init__(self, config, data: MnistData | None = None):
-        self.config = config
+        super().__init__(config)
         self.data = data if data is not None else load_mnist()
-        self.device = torch.device(config.device)
-        self.gen = torch.Generator().manual_seed(config.seed)  # the shuffling
         self.model = build_mlp(config).to(self.device)
         x, y = self.data.train_x, self.data.train_y
         if config.train_limit is not None:

@@ -208,11 +208,11 @@ class ParseTask(Task):
     ``data``: a ``ud.Treebank`` (default: the shipped UD English EWT)."""
 
     name = "parse"
+    about = "Chen & Manning dependency parser on UD English EWT"
+    metric = "UAS"
 
     def __init__(self, config, data: Treebank | None = None):
-        self.config = config
-        self.device = torch.device(config.device)
-        self.gen = torch.Generator().manual_seed(config.seed)  # the shuffling
+        super().__init__(config)
         self.data = data = data if data is not None else load_ud()
         self.train_sents = data.train if config.train_limit is None else data.train[: config.train_limit]
         self.vocab = ParserVocab.build(self.train_sents, config.min_count, config.tagset)
