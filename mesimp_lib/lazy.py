@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import torch
 
-from .validate import ArgumentError, check_bool, check_float
+from .validate import check_bool, check_float, refuse
 
 __all__ = ["LazyAdam", "LazySGD", "grad_rows"]
 
@@ -84,7 +84,7 @@ class LazyAdam(torch.optim.Optimizer):
     def __init__(self, params, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8, native: bool | None = None):
         lr = check_float("lr", lr, 0.0, lo_open=True)
         if not isinstance(betas, (tuple, list)) or len(betas) != 2:
-            raise ArgumentError(f"betas={betas!r} is not allowed; allowed: a pair of finite numbers in [0, 1)")
+            refuse("betas", betas, "a pair of finite numbers in [0, 1)")
         betas = tuple(check_float(f"betas[{i}]", b, 0.0, 1.0, hi_open=True) for i, b in enumerate(betas))
         eps = check_float("eps", eps, 0.0)
         check_bool("native", native, optional=True)

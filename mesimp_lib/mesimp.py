@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from .meprop import MePropLinear
-from .selection import hit_mask, select_per_example
+from .selection import hit_mask, select_per_example, top_k
 from .units import LinearUnits
 from .validate import check_bool, check_choice, check_device, check_float, check_int, check_size
 
@@ -165,11 +165,9 @@ class ActivityRecord:
         need = min(min_units, n_alive)
         if int(keep.sum()) >= need:
             return keep, False
-        score = self.hits.double() - torch.arange(self.width, device=self.hits.device) * 1e-9
-        if alive is not None:
-            score[~alive] = -math.inf
+        score = self.hits if alive is None else self.hits.masked_fill(~alive, -1)  # hits >= 0: removed units last
         keep = torch.zeros_like(keep)
-        keep[score.topk(need).indices] = True
+        keep[top_k(score, need)] = True  # selection's rule: among equal hits the lowest indices
         return keep, True
 
     def __repr__(self) -> str:

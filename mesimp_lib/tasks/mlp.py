@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from ..meprop import MePropLinear
-from ..validate import check_int, check_size, check_sizes
+from ..validate import check_choice, check_int, check_size, check_sizes
 from .base import check_head_args
 
 __all__ = ["INITS", "MLP", "init_weights"]
@@ -120,8 +120,7 @@ def init_weights(model: nn.Module, scheme: str = "default") -> None:
                  the Glorot-uniform bound used as a normal sd (3-4x PyTorch's), bias 0
     pytorch_old  the authors' old PyTorch port (``modules.Linear``): W and b ~ U(+-1/sqrt(fan_out))
     """
-    if scheme not in INITS:
-        raise ValueError(f"init={scheme!r} is not allowed; allowed: {', '.join(INITS)}")
+    check_choice("init", scheme, INITS)
     if scheme == "default":
         return
     for layer in model.meprop_layers():
