@@ -158,8 +158,9 @@ class _Run:
         measure = config.rows_every and self.step % config.rows_every == 0
         if measure:
             weights = self.task.row_weights()
-            before = [w.detach().clone() for w in weights]
             before_all = [p.detach().clone() for p in model.parameters()]
+            copies = {id(p): b for p, b in zip(model.parameters(), before_all)}  # the row weights are parameters
+            before = [copies[id(w)] if id(w) in copies else w.detach().clone() for w in weights]
             self.rows_grad.append(_rows_with_grad(weights))
             timer.start()
         self.opt.step()
